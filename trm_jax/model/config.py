@@ -1,0 +1,184 @@
+"""The model's static configuration: one frozen dataclass shared by every architecture.
+
+Paper <-> code names (reference-trm.md): answer ``y`` = ``z_H``, latent ``z`` = ``z_L``,
+``T`` = ``H_cycles``, ``n`` = ``L_cycles``, ``N_sup`` = ``halt_max_steps``.
+
+``arch`` selects the variant; each is the same layers, heads, losses and ACT step with a different
+latent update rule (reference §3, §4):
+
+* ``trm``          two latents (z_H, z_L), one shared net (``L_level``), last H cycle graded.
+* ``trm_singlez``  one latent z_L; ``z_L = net(z_L + x)`` L times then ``z_L = net(z_L)``.
+* ``trm_hier6``    z_H plus ``num_latents`` z_L states; every update reads their sum.
+* ``hrm``          two nets (``L_level``, ``H_level``), one-step gradient, Q-continue target.
+* ``transformer``  one deep stack (``H_level``, ``H_layers`` blocks), one pass per ACT step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+Arch = Literal["trm", "trm_singlez", "trm_hier6", "hrm", "transformer"]
+ARCHS = ("trm", "trm_singlez", "trm_hier6", "hrm", "transformer")
+POS_ENCODINGS = ("rope", "learned", "none")
+DTYPES = ("bfloat16", "float32", "float64")
+REMAT = ("none", "block", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every static setting of a model; hashable so it can be bound outside ``jit``."""
+
+    vocab_size: int
+    seq_len: int
+    num_puzzle_identifiers: int = 1
+    arch: Arch = "trm"
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0
+    L_layers: int = 2
+    H_layers: int = 0
+    H_cycles: int = 3
+    L_cycles: int = 6
+    puzzle_emb_ndim: int = 512
+    # 0 means ceil(puzzle_emb_ndim / hidden_size), as the reference.
+    puzzle_emb_len: int = 16
+    pos_encodings: str = "rope"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    mlp_t: bool = False
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    # True: halt when q_halt > 0 (TRM default); False: halt when q_halt > q_continue.
+    no_ACT_continue: bool = True
+    # Build the bootstrapped Q-continue target with a second forward (None: not no_ACT_continue).
+    q_continue_target: bool | None = None
+    forward_dtype: str = "bfloat16"
+    loss_type: str = "stablemax_cross_entropy"
+    # trm_hier6: number of low-level latents (the reference hard-codes six).
+    num_latents: int = 6
+    # Rematerialisation of the graded cycle: none, each block, or the whole cycle.
+    remat: str = "none"
+    # Unroll factor for the scans of the recursion (1 = rolled).
+    scan_unroll: int = 1
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch must be one of {ARCHS}, got {self.arch!r}.")
+        if self.pos_encodings not in POS_ENCODINGS:
+            raise ValueError(
+                f"model.pos_encodings must be one of {POS_ENCODINGS}, got {self.pos_encodings!r}."
+            )
+        if self.forward_dtype not in DTYPES:
+            raise ValueError(
+                f"model.forward_dtype must be one of {DTYPES}, got {self.forward_dtype!r}."
+            )
+        if self.remat not in REMAT:
+            raise ValueError(f"model.remat must be one of {REMAT}, got {self.remat!r}.")
+        if self.loss_type not in ("stablemax_cross_entropy", "softmax_cross_entropy"):
+            raise ValueError(f"model.loss_type {self.loss_type!r} is not a known loss.")
+        if self.hidden_size % self.num_heads and not self.mlp_t:
+            # The reference floors head_dim (12 heads on 512 -> 42); allowed, attention is 504 wide.
+            pass
+        if self.arch == "transformer" and self.pos_encodings == "none":
+            raise ValueError("The transformer baseline needs pos_encodings 'rope' or 'learned'.")
+        if self.arch == "trm_hier6" and self.L_cycles > self.num_latents:
+            raise ValueError(
+                f"trm_hier6 needs L_cycles <= num_latents ({self.num_latents}), got {self.L_cycles}."
+            )
+        for name in ("H_cycles", "L_cycles", "halt_max_steps", "hidden_size", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.num_layers_total < 1:
+            raise ValueError("The model needs at least one layer (L_layers or H_layers).")
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def puzzle_len(self) -> int:
+        """Number of prefix positions P that carry the puzzle embedding."""
+        if self.puzzle_emb_ndim == 0:
+            return 0
+        if self.arch in ("hrm", "transformer") or self.puzzle_emb_len == 0:
+            return -(-self.puzzle_emb_ndim // self.hidden_size)
+        return self.puzzle_emb_len
+
+    @property
+    def total_len(self) -> int:
+        """Sequence length inside the model, S = seq_len + P."""
+        return self.seq_len + self.puzzle_len
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_layers_total(self) -> int:
+        if self.arch == "hrm":
+            return self.L_layers + self.H_layers
+        if self.arch == "transformer":
+            return self.H_layers
+        return self.L_layers
+
+    @property
+    def latent_names(self) -> tuple[str, ...]:
+        """Names of the carried latents; the first is the one the heads read."""
+        if self.arch in ("trm", "hrm"):
+            return ("z_H", "z_L")
+        if self.arch == "trm_singlez":
+            return ("z_L",)
+        if self.arch == "trm_hier6":
+            return ("z_H",) + tuple(f"z_L{i + 1}" for i in range(self.num_latents))
+        return ("z_H",)
+
+    @property
+    def init_names(self) -> tuple[str, ...]:
+        """Names of the fixed initial-state vectors, aligned with ``latent_names``."""
+        return tuple(
+            {"z_H": "H_init", "z_L": "L_init"}.get(n, n.replace("z_L", "L") + "_init")
+            for n in self.latent_names
+        )
+
+    @property
+    def uses_q_continue_target(self) -> bool:
+        if self.arch == "transformer":
+            return bool(self.q_continue_target)
+        if self.arch == "hrm":
+            return True if self.q_continue_target is None else self.q_continue_target
+        if self.q_continue_target is None:
+            return not self.no_ACT_continue
+        return self.q_continue_target
+
+    @property
+    def halts_on_q_halt_only(self) -> bool:
+        """Halting rule: q_halt > 0 (True) or q_halt > q_continue (False)."""
+        if self.arch in ("hrm", "transformer"):
+            return False
+        return self.no_ACT_continue
+
+    @property
+    def net_applications(self) -> int:
+        """Applications of a reasoning module per ACT step."""
+        if self.arch == "transformer":
+            return 1
+        if self.arch == "hrm":
+            return self.H_cycles * (self.L_cycles + 1)
+        return self.H_cycles * (self.L_cycles + 1)
+
+    @property
+    def effective_depth(self) -> int:
+        """Blocks applied per ACT step (the paper's effective depth)."""
+        if self.arch == "transformer":
+            return self.H_layers
+        if self.arch == "hrm":
+            return self.H_cycles * (self.L_cycles * self.L_layers + self.H_layers)
+        return self.net_applications * self.L_layers
+
+    def swiglu_width(self, n: int) -> int:
+        """Inner width of a SwiGLU over ``n`` features: round(e*n*2/3) up to a multiple of 256."""
+        inter = round(self.expansion * n * 2 / 3)
+        return -(-inter // 256) * 256
+
+
+def embed_scale(cfg: ModelConfig) -> float:
+    return math.sqrt(cfg.hidden_size)

@@ -1,0 +1,249 @@
+"""The TRM net, its variants and the latent recursion (reference §3.3–§3.8, §4).
+
+``TRMModel`` is a linen module that owns the parameters (embeddings, the reasoning module(s),
+``lm_head``, ``q_head``) and the fixed initial states (collection ``constants``, never trained).
+The recursion itself is a pure function, :func:`inner_forward`, that applies the module's methods
+inside ``jax.lax.scan`` with the same parameters at every step, so compile time does not grow
+with ``H_cycles`` or ``L_cycles``.
+
+Paper names: y = z_H, z = z_L, T = H_cycles, n = L_cycles.
+
+Shape letters: B batch, L grid length (seq_len), P puzzle prefix, S = P + L, D hidden,
+E puzzle_emb_ndim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from trm_jax.model.config import ModelConfig
+from trm_jax.model.layers import Embed, Linear, ReasoningModule, rope_tables, truncated_normal
+
+Latents = tuple[jax.Array, ...]
+
+_LEARNED_POS_SCALE = 0.707106781
+
+
+def compute_dtype(cfg: ModelConfig):
+    """The activation dtype; float64 (needs jax_enable_x64) is for numerical studies only."""
+    return {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float64": jnp.float64}[
+        cfg.forward_dtype
+    ]
+
+
+class TRMModel(nn.Module):
+    """Parameters and per-call functions of every architecture in ``ModelConfig.arch``."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dt = compute_dtype(cfg)
+        D = cfg.hidden_size
+        self.embed_tokens = Embed(cfg.vocab_size, D, 1.0 / math.sqrt(D), dt)
+        if cfg.pos_encodings == "learned":
+            self.embed_pos = Embed(cfg.total_len, D, 1.0 / math.sqrt(D), dt)
+        self.lm_head = Linear(cfg.vocab_size, dt)
+        self.q_head = Linear(
+            2,
+            dt,
+            use_bias=True,
+            kernel_init=nn.initializers.zeros,
+            bias_init=nn.initializers.constant(-5.0),
+        )
+        mlp_t_inner = cfg.swiglu_width(cfg.total_len) if cfg.mlp_t else None
+
+        def level(num_layers, name):
+            return ReasoningModule(
+                num_layers,
+                cfg.num_heads,
+                cfg.head_dim,
+                cfg.swiglu_width(D),
+                mlp_t_inner,
+                cfg.rms_norm_eps,
+                dt,
+                remat_blocks=cfg.remat == "block",
+                name=name,
+            )
+
+        if cfg.arch in ("trm", "trm_singlez", "trm_hier6", "hrm"):
+            self.L_level = level(cfg.L_layers, "L_level")
+        if cfg.arch in ("hrm", "transformer"):
+            self.H_level = level(cfg.H_layers, "H_level")
+        inits = {}
+        for name in cfg.init_names:
+            inits[name] = self.variable(
+                "constants",
+                name,
+                lambda: truncated_normal(1.0)(self.make_rng("params"), (D,)),
+            )
+        self.inits = inits
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def embed(self, inputs_BxL: jax.Array, puzzle_rows_BxE: jax.Array | None) -> jax.Array:
+        """Input embedding x [B, S, D]: puzzle prefix + tokens, positions, scale sqrt(D)."""
+        cfg = self.cfg
+        dt = compute_dtype(cfg)
+        x_BxLxD = self.embed_tokens(inputs_BxL)
+        B = inputs_BxL.shape[0]
+        if cfg.puzzle_len:
+            rows = puzzle_rows_BxE.astype(dt)
+            pad = cfg.puzzle_len * cfg.hidden_size - rows.shape[-1]
+            if pad:
+                rows = jnp.pad(rows, ((0, 0), (0, pad)))
+            prefix_BxPxD = rows.reshape(B, cfg.puzzle_len, cfg.hidden_size)
+            x_BxSxD = jnp.concatenate([prefix_BxPxD, x_BxLxD], axis=1)
+        else:
+            x_BxSxD = x_BxLxD
+        if cfg.pos_encodings == "learned":
+            pos_SxD = self.embed_pos(jnp.arange(cfg.total_len))
+            x_BxSxD = _LEARNED_POS_SCALE * (x_BxSxD + pos_SxD[None])
+        return x_BxSxD * math.sqrt(cfg.hidden_size)
+
+    def rope(self):
+        cfg = self.cfg
+        if cfg.pos_encodings != "rope" or cfg.mlp_t:
+            return None
+        return rope_tables(cfg.total_len, cfg.head_dim, cfg.rope_theta)
+
+    def L_net(self, h: jax.Array, injection: jax.Array | None, rope) -> jax.Array:
+        return self.L_level(h, injection, rope)
+
+    def H_net(self, h: jax.Array, injection: jax.Array | None, rope) -> jax.Array:
+        return self.H_level(h, injection, rope)
+
+    def heads(self, z_BxSxD: jax.Array):
+        """logits [B, L, V] (prefix dropped) and float32 q_halt, q_continue [B]."""
+        logits_BxLxV = self.lm_head(z_BxSxD)[:, self.cfg.puzzle_len :]
+        q_Bx2 = self.q_head(z_BxSxD[:, 0]).astype(jnp.float32)
+        return logits_BxLxV, q_Bx2[:, 0], q_Bx2[:, 1]
+
+    def initial_latents(self, batch_size: int) -> Latents:
+        """Every latent reset to its fixed init vector, broadcast to [B, S, D]."""
+        cfg = self.cfg
+        shape = (batch_size, cfg.total_len, cfg.hidden_size)
+        dt = compute_dtype(cfg)
+        return tuple(
+            jnp.broadcast_to(self.inits[n].value.astype(dt), shape) for n in cfg.init_names
+        )
+
+    def __call__(self, inputs_BxL, puzzle_rows_BxE):
+        """Touches every parameter once (used by ``init``); returns the heads of one pass."""
+        x = self.embed(inputs_BxL, puzzle_rows_BxE)
+        z = self.initial_latents(inputs_BxL.shape[0])
+        rope = self.rope()
+        h = z[0]
+        if self.cfg.arch in ("trm", "trm_singlez", "trm_hier6", "hrm"):
+            h = self.L_net(h, x, rope)
+        if self.cfg.arch in ("hrm", "transformer"):
+            h = self.H_net(h, x, rope)
+        return self.heads(h)
+
+
+# ---- the recursion, as pure functions of (module, variables) ------------------------------------
+
+
+def _apply(model: TRMModel, variables, method, *args):
+    return model.apply(variables, *args, method=method)
+
+
+def _scan(f, init, length: int, unroll: int):
+    """Apply ``f`` ``length`` times under lax.scan (no per-step outputs)."""
+    if length <= 0:
+        return init
+
+    def body(carry, _):
+        return f(carry), None
+
+    out, _ = jax.lax.scan(body, init, None, length=length, unroll=max(1, min(unroll, length)))
+    return out
+
+
+def _remat_cycle(cfg: ModelConfig, fn):
+    return jax.checkpoint(fn) if cfg.remat == "full" else fn
+
+
+def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) -> Latents:
+    """One supervision step's latent recursion; returns the new latents (gradient-stopped).
+
+    Gradient flows only through the last H cycle (TRM) or the last L and H update (HRM); the
+    warm-up cycles run under ``stop_gradient``. The incoming latents get no gradient either.
+    """
+    cfg = model.cfg
+    rope = _apply(model, variables, TRMModel.rope)
+    unroll = cfg.scan_unroll
+    z = tuple(jax.lax.stop_gradient(t) for t in z)
+
+    def L(h, inj):
+        return _apply(model, variables, TRMModel.L_net, h, inj, rope)
+
+    def H(h, inj):
+        return _apply(model, variables, TRMModel.H_net, h, inj, rope)
+
+    if cfg.arch == "trm":
+
+        def cycle(zs):
+            zH, zL = zs
+            zL = _scan(lambda zl: L(zl, zH + x_BxSxD), zL, cfg.L_cycles, unroll)
+            return L(zH, zL), zL
+
+    elif cfg.arch == "trm_singlez":
+
+        def cycle(zs):
+            (zL,) = zs
+            zL = _scan(lambda zl: L(zl + x_BxSxD, None), zL, cfg.L_cycles, unroll)
+            return (L(zL, None),)
+
+    elif cfg.arch == "trm_hier6":
+
+        def latent_sum(zLs):
+            total = zLs[0]
+            for t in zLs[1:]:
+                total = total + t
+            return total
+
+        def cycle(zs):
+            zH, zLs = zs[0], list(zs[1:])
+            # L step l overwrites latent l only; it reads the sum of all current latents.
+            # Indexed by l, so unrolled in Python (at most num_latents = 6 steps).
+            for l in range(cfg.L_cycles):
+                zLs[l] = L(latent_sum(zLs), zH + x_BxSxD)
+            return (L(zH, latent_sum(zLs)), *zLs)
+
+    elif cfg.arch == "hrm":
+
+        def hrm_cycle(zs, last: bool):
+            zH, zL = zs
+            zL = _scan(
+                lambda zl: L(zl, zH + x_BxSxD), zL, cfg.L_cycles - (1 if last else 0), unroll
+            )
+            if last:
+                return zH, zL
+            return H(zH, zL), zL
+
+        # Everything but the final L update and final H update runs without gradient.
+        zs = _scan(lambda zs: hrm_cycle(zs, False), z, cfg.H_cycles - 1, unroll)
+        zH, zL = jax.lax.stop_gradient(hrm_cycle(zs, True))
+        zL = L(zL, zH + x_BxSxD)
+        zH = H(zH, zL)
+        return (zH, zL)
+
+    else:  # transformer: one fully graded pass of the deep stack per ACT step.
+        return (H(z[0], x_BxSxD),)
+
+    cycle = _remat_cycle(cfg, cycle)
+    z = _scan(cycle, z, cfg.H_cycles - 1, unroll)
+    z = jax.lax.stop_gradient(z)
+    return tuple(cycle(z))
+
+
+def init_variables(model: TRMModel, rng: jax.Array, batch_size: int = 1):
+    """Initialise ``{'params', 'constants'}`` with the reference's initialisers."""
+    cfg = model.cfg
+    inputs = jnp.zeros((batch_size, cfg.seq_len), jnp.int32)
+    rows = jnp.zeros((batch_size, max(cfg.puzzle_emb_ndim, 1)), jnp.float32)
+    return model.init({"params": rng}, inputs, rows if cfg.puzzle_emb_ndim else None)
