@@ -78,14 +78,17 @@ class ModelConfig:
             raise ValueError(f"model.remat must be one of {REMAT}, got {self.remat!r}.")
         if self.loss_type not in ("stablemax_cross_entropy", "softmax_cross_entropy"):
             raise ValueError(f"model.loss_type {self.loss_type!r} is not a known loss.")
-        if self.hidden_size % self.num_heads and not self.mlp_t:
-            # The reference floors head_dim (12 heads on 512 -> 42); allowed, attention is 504 wide.
-            pass
+        if self.puzzle_len * self.hidden_size < self.puzzle_emb_ndim:
+            raise ValueError(
+                f"model.puzzle_emb_len {self.puzzle_emb_len} x hidden_size {self.hidden_size} "
+                f"cannot hold puzzle_emb_ndim {self.puzzle_emb_ndim} values."
+            )
         if self.arch == "transformer" and self.pos_encodings == "none":
             raise ValueError("The transformer baseline needs pos_encodings 'rope' or 'learned'.")
         if self.arch == "trm_hier6" and self.L_cycles > self.num_latents:
             raise ValueError(
-                f"trm_hier6 needs L_cycles <= num_latents ({self.num_latents}), got {self.L_cycles}."
+                f"trm_hier6 needs L_cycles <= num_latents ({self.num_latents}), "
+                f"got {self.L_cycles}."
             )
         for name in ("H_cycles", "L_cycles", "halt_max_steps", "hidden_size", "num_heads"):
             if getattr(self, name) < 1:

@@ -156,7 +156,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, h_BxSxD: jax.Array, rope) -> jax.Array:
         if self.mlp_t_inner is not None:
-            # Token mixing: SwiGLU across S, and this norm also runs over S (before transposing back).
+            # Token mixing: SwiGLU across S; this norm also runs over S, before transposing back.
             h_BxDxS = jnp.swapaxes(h_BxSxD, 1, 2)
             mixed = SwiGLU(self.mlp_t_inner, self.dtype, name="mlp_t")(h_BxDxS)
             h_BxSxD = jnp.swapaxes(rms_norm(h_BxDxS + mixed, self.eps), 1, 2)
