@@ -1,0 +1,1 @@
+"""Raw puzzles -> datasets on disk (solvers, generators, the ARC JSON builder)."""

@@ -1,0 +1,1 @@
+"""Grids <-> tokens, augmentations, dataset files on disk and Grain pipelines."""

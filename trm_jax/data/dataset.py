@@ -1,0 +1,526 @@
+"""Datasets on disk: one documented format, versioned in its metadata.
+
+A dataset is a directory ``<root>`` holding one sub-directory per split (``train``, ``test``) and,
+for tasks with per-puzzle identifiers, ``<root>/identifiers.json`` (a JSON list: identifier ->
+name, index 0 = ``"<blank>"``). ARC datasets also hold ``<root>/test_puzzles.json`` (the original
+test-subset puzzles with their solutions, for the evaluator).
+
+Split layout (``<root>/<split>/``), identical to the reference implementation's (reference §1.1):
+
+- ``dataset.json``: metadata, a JSON object with the reference fields ``pad_id``,
+  ``ignore_label_id`` (int or null), ``blank_identifier_id``, ``vocab_size``, ``seq_len``,
+  ``num_puzzle_identifiers`` (including the blank id), ``total_groups``, ``mean_puzzle_examples``
+  (examples / puzzles), ``total_puzzles`` and ``sets`` (always ``["all"]``).
+- ``all__inputs.npy``, ``all__labels.npy``: ``uint8[N_examples, seq_len]`` token ids.
+- ``all__puzzle_identifiers.npy``: ``int32[N_puzzles]``, one embedding id per puzzle.
+- ``all__puzzle_indices.npy``: ``int32[N_puzzles + 1]``, offsets puzzle -> example range (from 0).
+- ``all__group_indices.npy``: ``int32[N_groups + 1]``, offsets group -> puzzle range (from 0).
+
+A group is one original puzzle, its puzzles are versions of it (each with its own identifier) and
+a puzzle's examples are input/label pairs.
+
+Our format adds to ``dataset.json``:
+
+- ``"trm_jax_format": 1`` (:data:`FORMAT_VERSION`); a split without it is a reference dataset and
+  is read unchanged, with no augmentation;
+- ``"task"``: ``"sudoku"``, ``"maze"``, ``"arc"`` or any other name;
+- ``"augmentation"``: how the reader augments examples on the fly, or null for none:
+
+  - ``{"kind": "sudoku"}``: every sampled example gets a fresh random Sudoku shuffle (digit
+    permutation with the blank fixed, transpose with probability 0.5, band/row and stack/column
+    shuffles), the same for its input and label; needs ``seq_len`` 81.
+  - ``{"kind": "dihedral"}``: every sampled example gets a fresh uniformly drawn dihedral transform
+    of its square grid (input and label alike); needs a square ``seq_len``.
+  - ``{"kind": "arc", ...}``: the stored examples are the original ARC examples at offset (0, 0);
+    the augmented versions are described by the extra arrays listed in :data:`ARC_AUG_ARRAYS`
+    (:func:`arc_virtual_counts` explains them). The reference fields ``total_puzzles`` and
+    ``mean_puzzle_examples`` then describe the augmented versions, so the metadata equal those of
+    the materialised dataset; ``stored_puzzles`` and ``stored_examples`` count what is on disk.
+
+- any extra metadata fields the builder passed, and ``extra_arrays``: the names of the extra arrays
+  stored as ``all__<name>.npy``.
+
+Splits are written atomically: into a temporary sibling directory that then replaces the split, so a
+crash never leaves a half-written split behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SET_NAME = "all"
+BLANK_NAME = "<blank>"
+AUGMENTATION_KINDS = ("sudoku", "dihedral", "arc")
+ARC_AUG_ARRAYS = (
+    "aug_puzzle_indices",
+    "aug_puzzle_identifiers",
+    "aug_example_indices",
+    "aug_dihedral",
+    "aug_colour_perm",
+    "aug_translation",
+)
+_CORE_ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+_REFERENCE_FIELDS = (
+    "pad_id",
+    "ignore_label_id",
+    "blank_identifier_id",
+    "vocab_size",
+    "seq_len",
+    "num_puzzle_identifiers",
+    "total_groups",
+    "mean_puzzle_examples",
+    "total_puzzles",
+    "sets",
+)
+_OUR_FIELDS = (
+    "trm_jax_format",
+    "task",
+    "augmentation",
+    "extra_arrays",
+    "stored_puzzles",
+    "stored_examples",
+)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DatasetError(ValueError):
+    """A dataset on disk, or arrays given to the writer, are missing, malformed or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split read from disk; the arrays are read-only memory maps.
+
+    ``metadata`` is the parsed ``dataset.json``; ``extra`` maps extra array names to arrays.
+    """
+
+    path: Path
+    metadata: Mapping[str, Any]
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+    extra: Mapping[str, np.ndarray]
+
+    @property
+    def format_version(self) -> int | None:
+        """Our format version, or None for a reference dataset."""
+        return self.metadata.get("trm_jax_format")
+
+    @property
+    def task(self) -> str | None:
+        return self.metadata.get("task")
+
+    @property
+    def augmentation(self) -> dict | None:
+        return self.metadata.get("augmentation") if self.format_version is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _fail(msg: str) -> None:
+    raise DatasetError(msg)
+
+
+def _as_int_array(name: str, a: Any, ndim: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        _fail(f"{name} must be an integer array, got dtype {a.dtype}.")
+    if a.ndim != ndim:
+        _fail(f"{name} must have {ndim} dimension(s), got shape {a.shape}.")
+    return a
+
+
+def _check_offsets(name: str, a: np.ndarray, end: int, what: str, strict: bool) -> None:
+    if a.shape[0] < 1 or a[0] != 0:
+        _fail(f"{name} must start at 0, got {a[:1].tolist()}.")
+    if a[-1] != end:
+        _fail(f"{name} must end at the number of {what} ({end}), got {int(a[-1])}.")
+    d = np.diff(a.astype(np.int64))
+    if strict and np.any(d <= 0):
+        _fail(f"{name} must be strictly increasing (no empty ranges).")
+    if not strict and np.any(d < 0):
+        _fail(f"{name} must be non-decreasing.")
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        _fail(f"{name} must be an integer, got {v!r}.")
+    v = int(v)
+    if v < lo or (hi is not None and v >= hi):
+        rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        _fail(f"{name} must be in {rng}, got {v}.")
+    return v
+
+
+def _json_ok(name: str, v: Any) -> None:
+    try:
+        json.dumps(v, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        _fail(f"{name} must be JSON-serialisable ({e}).")
+
+
+def _check_tokens(name: str, a: np.ndarray, vocab_size: int) -> None:
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= vocab_size):
+        _fail(
+            f"{name} must hold token ids in [0, {vocab_size}), "
+            f"got values in [{int(a.min())}, {int(a.max())}]."
+        )
+
+
+def arc_virtual_counts(
+    group_indices: np.ndarray, puzzle_indices: np.ndarray, extra: Mapping[str, np.ndarray]
+) -> tuple[int, int]:
+    """Checks an ARC version table and returns (number of versions, number of virtual examples).
+
+    The stored arrays hold each original puzzle once (one group = one puzzle = the original's
+    examples at offset (0, 0)). The version table describes the augmented dataset the sampler sees:
+
+    - ``aug_puzzle_indices`` int32[G+1]: group -> range of versions (version 0 first);
+    - ``aug_puzzle_identifiers`` int32[V]: identifier of each version;
+    - ``aug_example_indices`` int32[V+1]: version -> range of virtual examples; version v of group
+      g has as many examples as the original, in the original's order;
+    - ``aug_dihedral`` uint8[V]: dihedral id (0..7) applied after the colour map;
+    - ``aug_colour_perm`` uint8[V, 10]: colour map c -> perm[c], with perm[0] == 0;
+    - ``aug_translation`` uint8[E, 2]: (row, col) offset of each virtual example in the canvas.
+    """
+    for k in ARC_AUG_ARRAYS:
+        if k not in extra:
+            _fail(f"augmentation kind 'arc' needs the extra array '{k}', which is missing.")
+    g = len(group_indices) - 1
+    if not np.array_equal(np.asarray(group_indices), np.arange(g + 1)):
+        _fail("augmentation kind 'arc' needs exactly one stored puzzle (the original) per group.")
+    api = _as_int_array("aug_puzzle_indices", extra["aug_puzzle_indices"], 1)
+    if api.shape[0] != g + 1:
+        _fail(f"aug_puzzle_indices must have {g + 1} entries (groups + 1), got {api.shape[0]}.")
+    v = int(api[-1])
+    _check_offsets("aug_puzzle_indices", api, v, "versions", strict=True)
+    aei = _as_int_array("aug_example_indices", extra["aug_example_indices"], 1)
+    if aei.shape[0] != v + 1:
+        _fail(f"aug_example_indices must have {v + 1} entries (versions + 1), got {aei.shape[0]}.")
+    e = int(aei[-1])
+    _check_offsets("aug_example_indices", aei, e, "virtual examples", strict=False)
+    base_counts = np.diff(np.asarray(puzzle_indices, dtype=np.int64))
+    version_group = np.repeat(np.arange(g), np.diff(api.astype(np.int64)))
+    if not np.array_equal(np.diff(aei.astype(np.int64)), base_counts[version_group]):
+        _fail("aug_example_indices must give every version as many examples as its original.")
+    shapes = {
+        "aug_puzzle_identifiers": (v,),
+        "aug_dihedral": (v,),
+        "aug_colour_perm": (v, 10),
+        "aug_translation": (e, 2),
+    }
+    for k, shape in shapes.items():
+        a = np.asarray(extra[k])
+        if a.shape != shape:
+            _fail(f"{k} must have shape {shape}, got {a.shape}.")
+    dih = np.asarray(extra["aug_dihedral"])
+    if v and (int(dih.min()) < 0 or int(dih.max()) > 7):
+        _fail("aug_dihedral must hold dihedral ids in 0..7.")
+    perm = np.asarray(extra["aug_colour_perm"])
+    if v and not (
+        np.all(perm[:, 0] == 0) and np.all(np.sort(perm, axis=1) == np.arange(10)[None, :])
+    ):
+        _fail("aug_colour_perm rows must be permutations of 0..9 that keep 0 fixed.")
+    tr = np.asarray(extra["aug_translation"])
+    if e and (int(tr.min()) < 0 or int(tr.max()) >= 30):
+        _fail("aug_translation must hold offsets in 0..29.")
+    return v, e
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, name: str) -> Path:
+    """A temporary sibling directory for atomic writes, with ordinary (umask) permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Moves the finished directory ``tmp`` to ``target``, replacing any old one."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_split(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    puzzle_identifiers: np.ndarray,
+    puzzle_indices: np.ndarray,
+    group_indices: np.ndarray,
+    vocab_size: int,
+    seq_len: int,
+    num_puzzle_identifiers: int,
+    task: str,
+    augmentation: dict | None,
+    pad_id: int = 0,
+    ignore_label_id: int | None = 0,
+    blank_identifier_id: int = 0,
+    extra_arrays: dict[str, np.ndarray] | None = None,
+    extra_metadata: dict | None = None,
+) -> None:
+    """Validates and atomically writes ``<root>/<split>/`` in the format of this module's docstring.
+
+    Raises :class:`DatasetError` (a ``ValueError``) naming what is wrong; nothing is written then.
+    """
+    if not isinstance(split, str) or not _SPLIT_RE.match(split) or split in (".", ".."):
+        _fail(f"split must be a plain directory name, got {split!r}.")
+    vocab_size = _check_int("vocab_size", vocab_size, 1, 257)
+    seq_len = _check_int("seq_len", seq_len, 1)
+    num_puzzle_identifiers = _check_int("num_puzzle_identifiers", num_puzzle_identifiers, 1)
+    pad_id = _check_int("pad_id", pad_id, 0, vocab_size)
+    if ignore_label_id is not None:
+        ignore_label_id = _check_int("ignore_label_id", ignore_label_id, 0, vocab_size)
+    blank_identifier_id = _check_int(
+        "blank_identifier_id", blank_identifier_id, 0, num_puzzle_identifiers
+    )
+    if not isinstance(task, str) or not task:
+        _fail(f"task must be a non-empty string, got {task!r}.")
+
+    inputs = _as_int_array("inputs", inputs, 2)
+    labels = _as_int_array("labels", labels, 2)
+    if inputs.shape[1] != seq_len:
+        _fail(f"inputs must have shape [N, seq_len={seq_len}], got {inputs.shape}.")
+    if labels.shape != inputs.shape:
+        _fail(f"labels must have the shape of inputs {inputs.shape}, got {labels.shape}.")
+    _check_tokens("inputs", inputs, vocab_size)
+    _check_tokens("labels", labels, vocab_size)
+    puzzle_identifiers = _as_int_array("puzzle_identifiers", puzzle_identifiers, 1)
+    puzzle_indices = _as_int_array("puzzle_indices", puzzle_indices, 1)
+    group_indices = _as_int_array("group_indices", group_indices, 1)
+    n_examples, n_puzzles = inputs.shape[0], puzzle_identifiers.shape[0]
+    if puzzle_indices.shape[0] != n_puzzles + 1:
+        _fail(
+            f"puzzle_indices must have {n_puzzles + 1} entries (puzzles + 1), "
+            f"got {puzzle_indices.shape[0]}."
+        )
+    _check_offsets("puzzle_indices", puzzle_indices, n_examples, "examples", strict=False)
+    _check_offsets("group_indices", group_indices, n_puzzles, "puzzles", strict=True)
+    if n_puzzles and (
+        int(puzzle_identifiers.min()) < 0 or int(puzzle_identifiers.max()) >= num_puzzle_identifiers
+    ):
+        n = num_puzzle_identifiers
+        _fail(f"puzzle_identifiers must be in [0, num_puzzle_identifiers={n}).")
+
+    extra_arrays = dict(extra_arrays or {})
+    for k, a in extra_arrays.items():
+        if not isinstance(k, str) or not _NAME_RE.match(k) or k in _CORE_ARRAYS:
+            _fail(f"extra array name {k!r} must be [A-Za-z0-9_]+ and not a core array name.")
+        if not isinstance(a, np.ndarray) or a.dtype == object:
+            _fail(f"extra array {k!r} must be a numeric numpy array.")
+    extra_metadata = dict(extra_metadata or {})
+    for k in extra_metadata:
+        if k in _REFERENCE_FIELDS or k in _OUR_FIELDS:
+            _fail(f"extra_metadata must not set the reserved field {k!r}.")
+    _json_ok("extra_metadata", extra_metadata)
+
+    n_groups = group_indices.shape[0] - 1
+    total_puzzles, total_examples = n_puzzles, n_examples
+    if augmentation is not None:
+        if not isinstance(augmentation, dict) or augmentation.get("kind") not in AUGMENTATION_KINDS:
+            _fail(
+                f"augmentation must be None or a dict whose 'kind' is one of "
+                f"{list(AUGMENTATION_KINDS)}, got {augmentation!r}."
+            )
+        _json_ok("augmentation", augmentation)
+        kind = augmentation["kind"]
+        if kind == "sudoku" and seq_len != 81:
+            _fail(f"augmentation kind 'sudoku' needs seq_len 81, got {seq_len}.")
+        if kind == "dihedral" and int(round(seq_len**0.5)) ** 2 != seq_len:
+            _fail(f"augmentation kind 'dihedral' needs a square seq_len, got {seq_len}.")
+        if kind == "arc":
+            if seq_len != 900:
+                _fail(f"augmentation kind 'arc' needs seq_len 900, got {seq_len}.")
+            total_puzzles, total_examples = arc_virtual_counts(
+                group_indices, puzzle_indices, extra_arrays
+            )
+            ids = np.asarray(extra_arrays["aug_puzzle_identifiers"])
+            if total_puzzles and (int(ids.min()) < 0 or int(ids.max()) >= num_puzzle_identifiers):
+                _fail("aug_puzzle_identifiers must be in [0, num_puzzle_identifiers).")
+
+    metadata: dict[str, Any] = {
+        "pad_id": pad_id,
+        "ignore_label_id": ignore_label_id,
+        "blank_identifier_id": blank_identifier_id,
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "num_puzzle_identifiers": num_puzzle_identifiers,
+        "total_groups": int(n_groups),
+        "mean_puzzle_examples": float(total_examples / total_puzzles) if total_puzzles else 0.0,
+        "total_puzzles": int(total_puzzles),
+        "sets": [SET_NAME],
+        "trm_jax_format": FORMAT_VERSION,
+        "task": task,
+        "augmentation": augmentation,
+        "extra_arrays": sorted(extra_arrays),
+        "stored_puzzles": int(n_puzzles),
+        "stored_examples": int(n_examples),
+        **extra_metadata,
+    }
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(root, split)
+    try:
+        arrays = {
+            "inputs": inputs.astype(np.uint8, copy=False),
+            "labels": labels.astype(np.uint8, copy=False),
+            "puzzle_identifiers": puzzle_identifiers.astype(np.int32, copy=False),
+            "puzzle_indices": puzzle_indices.astype(np.int32, copy=False),
+            "group_indices": group_indices.astype(np.int32, copy=False),
+            **extra_arrays,
+        }
+        for k, a in arrays.items():
+            np.save(tmp / f"{SET_NAME}__{k}.npy", np.ascontiguousarray(a))
+        with open(tmp / "dataset.json", "w") as f:
+            json.dump(metadata, f, indent=2)
+        replace_dir(tmp, root / split)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_identifiers(root: str | os.PathLike, names: list[str]) -> None:
+    """Atomically writes ``<root>/identifiers.json``: ``names[i]`` is identifier i's name."""
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        _fail("identifiers must be a list of strings.")
+    if not names or names[0] != BLANK_NAME:
+        _fail(f"identifiers must start with {BLANK_NAME!r} (identifier 0).")
+    _atomic_write_json(Path(root) / "identifiers.json", list(names))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically writes any JSON file (e.g. ``test_puzzles.json``)."""
+    _atomic_write_json(Path(path), obj)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_identifiers(root: str | os.PathLike) -> list[str]:
+    """Reads ``<root>/identifiers.json``."""
+    path = Path(root) / "identifiers.json"
+    if not path.is_file():
+        _fail(f"{path} does not exist; expected the identifier names of the dataset.")
+    try:
+        names = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON ({e}).") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        _fail(f"{path} must hold a JSON list of strings.")
+    return names
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    f = path / f"{SET_NAME}__{name}.npy"
+    if not f.is_file():
+        _fail(f"{f} does not exist; every split needs all__{name}.npy.")
+    try:
+        return np.load(f, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DatasetError(f"{f} is not a readable .npy array ({e}).") from None
+
+
+def load_split(root: str | os.PathLike, split: str) -> Split:
+    """Reads ``<root>/<split>/`` (our format or the reference layout) and checks its consistency.
+
+    Arrays are memory-mapped read-only. Raises :class:`DatasetError` with one sentence on a missing
+    directory or file, malformed JSON or inconsistent arrays.
+    """
+    path = Path(root) / split
+    if not path.is_dir():
+        _fail(f"{path} does not exist or is not a directory; expected a dataset split there.")
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        _fail(f"{meta_path} does not exist; every split needs its metadata file.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{meta_path} is not valid JSON ({e}).") from None
+    if not isinstance(meta, dict):
+        _fail(f"{meta_path} must hold a JSON object.")
+    required = [k for k in _REFERENCE_FIELDS if k not in meta]
+    if required:
+        _fail(f"{meta_path} lacks the field(s) {required}.")
+    version = meta.get("trm_jax_format")
+    if version is not None and version != FORMAT_VERSION:
+        _fail(f"{meta_path} has trm_jax_format {version!r}; this code reads {FORMAT_VERSION}.")
+
+    core = {k: _load_array(path, k) for k in _CORE_ARRAYS}
+    extra = {k: _load_array(path, k) for k in (meta.get("extra_arrays") or [])}
+    split_obj = Split(path=path, metadata=meta, extra=extra, **core)
+    try:
+        _check_loaded(split_obj)
+    except DatasetError as e:
+        raise DatasetError(f"{path}: {e}") from None
+    return split_obj
+
+
+def _check_loaded(s: Split) -> None:
+    m = s.metadata
+    seq_len = m["seq_len"]
+    if s.inputs.ndim != 2 or s.inputs.shape[1] != seq_len:
+        _fail(f"all__inputs.npy must have shape [N, seq_len={seq_len}], got {s.inputs.shape}.")
+    if s.labels.shape != s.inputs.shape:
+        _fail(f"all__labels.npy must have the shape of the inputs, got {s.labels.shape}.")
+    for k in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+        if getattr(s, k).ndim != 1:
+            _fail(f"all__{k}.npy must be one-dimensional.")
+    n_puzzles = s.puzzle_identifiers.shape[0]
+    if s.puzzle_indices.shape[0] != n_puzzles + 1:
+        _fail("all__puzzle_indices.npy must have one more entry than all__puzzle_identifiers.npy.")
+    _check_offsets("puzzle_indices", s.puzzle_indices, s.inputs.shape[0], "examples", strict=False)
+    _check_offsets("group_indices", s.group_indices, n_puzzles, "puzzles", strict=True)
+    ids = s.puzzle_identifiers
+    if n_puzzles and (int(ids.min()) < 0 or int(ids.max()) >= m["num_puzzle_identifiers"]):
+        _fail("all__puzzle_identifiers.npy holds ids outside [0, num_puzzle_identifiers).")
+    if s.group_indices.shape[0] - 1 != m["total_groups"]:
+        _fail("total_groups in dataset.json does not match all__group_indices.npy.")
+    aug = s.augmentation
+    if aug is not None:
+        if not isinstance(aug, dict) or aug.get("kind") not in AUGMENTATION_KINDS:
+            _fail(f"augmentation {aug!r} is not one of the kinds {list(AUGMENTATION_KINDS)}.")
+        if aug["kind"] == "arc":
+            arc_virtual_counts(s.group_indices, s.puzzle_indices, s.extra)
