@@ -1,0 +1,542 @@
+"""Maze-Hard style mazes: generator, shortest-path solver and dataset builder.
+
+A maze is a 30x30 grid, row-major, over the charset of reference §1.3: '#' wall, ' ' open,
+'S' start, 'G' goal; the answer is the same grid with the cells of the shortest S-G path between
+S and G marked 'o'. Moves are to the four neighbours.
+
+Generation: a perfect maze by randomized depth-first search on the 14x14 lattice of odd (row,
+column) cells inside a wall border, then a fraction of the remaining walls between two lattice
+cells knocked out to make loops. S is drawn among the open cells; G among the open cells whose
+shortest path from S is longer than `min_path` steps (default 110: more than 110 moves) and
+unique (shortest paths are counted with BFS layers, capped at two). Every maze i of a seed comes
+from its own random stream (seed, i), so the output does not depend on the number of workers.
+
+Commands (python -m data_gen.maze ...):
+  build     generate mazes and write a dataset (train + test, disjoint)
+  from-csv  write a dataset from the public Maze-Hard CSV layout (source,question,answer,rating)
+  solve     read 900-character mazes, one per line, print the answer grid and the path length
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_gen.sudoku import CSV_HEADER, CliParser, InputError, Progress, open_text
+
+GENERATOR_VERSION = "trm_jax.data_gen.maze/1"
+SIDE = 30
+SEQ_LEN = SIDE * SIDE
+CHARSET = "# SGo"
+VOCAB_SIZE = 6  # PAD 0, then '#'=1, ' '=2, 'S'=3, 'G'=4, 'o'=5 (reference §1.3)
+LATTICE = (SIDE - 2) // 2  # 14 lattice cells per side, at rows/columns 1, 3, ..., 27
+_STEPS = (-SIDE, SIDE, -1, 1)
+_LUT = np.zeros(256, dtype=np.uint8)
+for _i, _ch in enumerate(CHARSET):
+    _LUT[ord(_ch)] = _i + 1
+
+
+@dataclass(frozen=True)
+class MazeSpec:
+    """Generation settings: path longer than `min_path` steps; `loop_fraction` of the walls left
+    between lattice cells after the depth-first search are opened."""
+
+    min_path: int = 110
+    loop_fraction: float = 0.04
+    max_attempts: int = 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Shortest paths
+
+
+def bfs(open_: Sequence[bool], start: int) -> tuple[list[int], list[int]]:
+    """Distances (-1 = unreachable) and numbers of shortest paths (capped at 2) from `start` over
+    the open cells of a 30x30 grid whose border cells are walls or are never stepped across."""
+    dist = [-1] * SEQ_LEN
+    count = [0] * SEQ_LEN
+    dist[start] = 0
+    count[start] = 1
+    frontier = [start]
+    d = 0
+    while frontier:
+        d += 1
+        nxt = []
+        for i in frontier:
+            ci = count[i]
+            r, c = divmod(i, SIDE)
+            for j, ok in (
+                (i - SIDE, r > 0),
+                (i + SIDE, r < SIDE - 1),
+                (i - 1, c > 0),
+                (i + 1, c < SIDE - 1),
+            ):
+                if not ok or not open_[j]:
+                    continue
+                dj = dist[j]
+                if dj < 0:
+                    dist[j] = d
+                    count[j] = ci
+                    nxt.append(j)
+                elif dj == d:
+                    count[j] = min(2, count[j] + ci)
+        frontier = nxt
+    return dist, count
+
+
+def shortest_path(open_: Sequence[bool], start: int, goal: int) -> tuple[list[int], int]:
+    """(cells of one shortest path from start to goal inclusive, number of shortest paths capped
+    at 2); ([], 0) when the goal is unreachable."""
+    dist, count = bfs(open_, start)
+    if dist[goal] < 0:
+        return [], 0
+    path = [goal]
+    i = goal
+    while i != start:
+        r, c = divmod(i, SIDE)
+        for j, ok in (
+            (i - SIDE, r > 0),
+            (i + SIDE, r < SIDE - 1),
+            (i - 1, c > 0),
+            (i + 1, c < SIDE - 1),
+        ):
+            if ok and dist[j] == dist[i] - 1:
+                i = j
+                break
+        path.append(i)
+    path.reverse()
+    return path, count[goal]
+
+
+def answer_grid(question: str, path: Sequence[int]) -> str:
+    """The question with the path cells strictly between S and G marked 'o'."""
+    cells = list(question)
+    for i in path[1:-1]:
+        cells[i] = "o"
+    return "".join(cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator
+
+
+def maze_rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"trm_jax.maze:{seed}:{index}")
+
+
+def random_maze(rng: random.Random, loop_fraction: float) -> list[bool]:
+    """Open cells (True) of a random 30x30 maze: depth-first search on the lattice plus loops."""
+    open_ = [False] * SEQ_LEN
+
+    def cell(a: int, b: int) -> int:
+        return (2 * a + 1) * SIDE + 2 * b + 1
+
+    seen = [[False] * LATTICE for _ in range(LATTICE)]
+    a0, b0 = rng.randrange(LATTICE), rng.randrange(LATTICE)
+    seen[a0][b0] = True
+    open_[cell(a0, b0)] = True
+    stack = [(a0, b0)]
+    moves = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    while stack:
+        a, b = stack[-1]
+        nbrs = [
+            (a + da, b + db)
+            for da, db in moves
+            if 0 <= a + da < LATTICE and 0 <= b + db < LATTICE and not seen[a + da][b + db]
+        ]
+        if not nbrs:
+            stack.pop()
+            continue
+        na, nb = nbrs[rng.randrange(len(nbrs))]
+        seen[na][nb] = True
+        open_[cell(na, nb)] = True
+        open_[(cell(a, b) + cell(na, nb)) // 2] = True  # the wall between them
+        stack.append((na, nb))
+    walls = [
+        (cell(a, b) + cell(a + da, b + db)) // 2
+        for a in range(LATTICE)
+        for b in range(LATTICE)
+        for da, db in ((1, 0), (0, 1))
+        if a + da < LATTICE and b + db < LATTICE
+    ]
+    for w in walls:
+        if not open_[w] and rng.random() < loop_fraction:
+            open_[w] = True
+    return open_
+
+
+def generate_one(seed: int, index: int, spec: MazeSpec) -> tuple[str, str, int]:
+    """Maze number `index` of `seed`: (question, answer, path length in steps)."""
+    rng = maze_rng(seed, index)
+    for _ in range(spec.max_attempts):
+        open_ = random_maze(rng, spec.loop_fraction)
+        cells = [i for i in range(SEQ_LEN) if open_[i]]
+        for _ in range(8):  # a few starts per maze before drawing a new maze
+            start = cells[rng.randrange(len(cells))]
+            dist, count = bfs(open_, start)
+            goals = [i for i in cells if dist[i] > spec.min_path and count[i] == 1]
+            if not goals:
+                continue
+            goal = goals[rng.randrange(len(goals))]
+            q = ["#" if not o else " " for o in open_]
+            q[start], q[goal] = "S", "G"
+            question = "".join(q)
+            path, n = shortest_path(open_, start, goal)
+            assert n == 1 and len(path) - 1 == dist[goal]
+            return question, answer_grid(question, path), dist[goal]
+    raise RuntimeError(
+        f"no maze with a unique shortest path longer than {spec.min_path} steps in "
+        f"{spec.max_attempts} attempts (seed {seed}, #{index})"
+    )
+
+
+def _generate_task(args: tuple[int, int, MazeSpec]) -> tuple[str, str, int] | str:
+    seed, index, spec = args
+    try:
+        return generate_one(seed, index, spec)
+    except RuntimeError as e:
+        return str(e)
+
+
+def generate_many(
+    seed: int, count: int, spec: MazeSpec, workers: int = 1, quiet: bool = False
+) -> tuple[list[tuple[str, str, int]], int]:
+    """`count` distinct mazes in index order (duplicates replaced by the next unused indices),
+    independent of `workers`. Returns (records, number of indices used)."""
+    out: list[tuple[str, str, int]] = []
+    seen: set[str] = set()
+    next_index = 0
+    progress = Progress("maze: generated", count, quiet=quiet)
+    pool = multiprocessing.get_context("forkserver").Pool(workers) if workers > 1 else None
+    try:
+        while len(out) < count:
+            need = count - len(out)
+            tasks = [(seed, i, spec) for i in range(next_index, next_index + need)]
+            next_index += need
+            if pool is None:
+                results = map(_generate_task, tasks)
+            else:
+                results = pool.imap(_generate_task, tasks, chunksize=max(1, min(32, need // 8)))
+            for rec in results:
+                if isinstance(rec, str):
+                    raise InputError(f"{rec}; lower --min-path")
+                if rec[0] not in seen:
+                    seen.add(rec[0])
+                    out.append(rec)
+                    progress.update(len(out))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    progress.update(len(out), force=True)
+    return out, next_index
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing, checking and datasets
+
+
+def check_question(q: str) -> str | None:
+    """None if `q` is a 900-character maze over '# SG' with one S and one G, else what is wrong."""
+    if len(q) != SEQ_LEN:
+        return f"expected {SEQ_LEN} characters (a {SIDE}x{SIDE} maze), got {len(q)}"
+    bad = sorted(set(q) - set("# SG"))
+    if bad:
+        return f"expected only the characters '#', ' ', 'S' and 'G', found {bad[0]!r}"
+    if q.count("S") != 1 or q.count("G") != 1:
+        return "expected exactly one 'S' and one 'G'"
+    return None
+
+
+def solve_maze(question: str) -> tuple[str | None, int, int]:
+    """(answer grid or None, path length in steps, number of shortest paths capped at 2) for a
+    valid question (see `check_question`)."""
+    open_ = [ch != "#" for ch in question]
+    path, n = shortest_path(open_, question.index("S"), question.index("G"))
+    if not n:
+        return None, -1, 0
+    return answer_grid(question, path), len(path) - 1, n
+
+
+def tokens_array(grids: Sequence[str]) -> np.ndarray:
+    """Validated 900-character grids -> uint8 token ids [N, 900] (reference §1.3 map)."""
+    if not grids:
+        return np.zeros((0, SEQ_LEN), dtype=np.uint8)
+    buf = np.frombuffer("".join(grids).encode("ascii"), dtype=np.uint8)
+    return _LUT[buf].reshape(-1, SEQ_LEN)
+
+
+def _length_histogram(lengths: Sequence[int]) -> dict[str, int]:
+    c = Counter(f"{(n // 20) * 20}-{(n // 20) * 20 + 19}" for n in lengths)
+    return dict(sorted(c.items(), key=lambda kv: int(kv[0].split("-")[0])))
+
+
+def write_dataset(
+    out: str,
+    train: tuple[list[str], list[str]],
+    test: tuple[list[str], list[str]] | None,
+    *,
+    aug: bool,
+    metadata: dict,
+    path_lengths: dict[str, list[int]] | None = None,
+) -> None:
+    """Write the train (and test) split and identifiers.json: one group with one puzzle with one
+    example per maze, all identifiers 0; train asks for on-the-fly dihedral augmentation when
+    `aug` is set."""
+    from trm_jax.data import dataset
+
+    splits = [("train", train, {"kind": "dihedral"} if aug else None)]
+    if test is not None:
+        splits.append(("test", test, None))
+    for name, (qs, ans), augmentation in splits:
+        n = len(qs)
+        meta = dict(metadata)
+        meta["split_counts"] = {"mazes": n}
+        if path_lengths and path_lengths.get(name):
+            lengths = path_lengths[name]
+            meta["path_length"] = {
+                "min": min(lengths),
+                "mean": round(sum(lengths) / n, 2),
+                "max": max(lengths),
+                "histogram": _length_histogram(lengths),
+            }
+        dataset.write_split(
+            out,
+            name,
+            inputs=tokens_array(qs),
+            labels=tokens_array(ans),
+            puzzle_identifiers=np.zeros(n, dtype=np.int32),
+            puzzle_indices=np.arange(n + 1, dtype=np.int32),
+            group_indices=np.arange(n + 1, dtype=np.int32),
+            vocab_size=VOCAB_SIZE,
+            seq_len=SEQ_LEN,
+            num_puzzle_identifiers=1,
+            task="maze",
+            augmentation=augmentation,
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            extra_metadata=meta,
+        )
+    dataset.write_identifiers(out, ["<blank>"])
+
+
+def read_csv(path: str, subsample: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(questions, answers) of a CSV with the header `source,question,answer,rating` (Maze-Hard),
+    optionally `subsample` rows drawn without replacement with a seeded generator (file order).
+    Each row: a 900-character question over '# SG' and an answer equal to it except for 'o' on
+    open cells. The rating column is not used. Raises InputError naming the file and line."""
+    qs: list[str] = []
+    ans: list[str] = []
+    lines: list[int] = []
+    expected = ",".join(CSV_HEADER)
+    with open_text(path, "CSV file") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != CSV_HEADER:
+                found = "an empty file" if header is None else ",".join(header)[:80]
+                raise InputError(
+                    f"{path}: expected the header '{expected}' (Maze-Hard CSV layout), "
+                    f"found {found!r}"
+                )
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != 4:
+                    raise InputError(
+                        f"{path} line {line}: expected 4 fields ({expected}), got {len(row)}"
+                    )
+                q, a = row[1], row[2]
+                if len(q) != SEQ_LEN or q.strip("# SG"):
+                    raise InputError(
+                        f"{path} line {line}: expected a question of {SEQ_LEN} characters "
+                        "from '#', ' ', 'S', 'G'"
+                    )
+                if len(a) != SEQ_LEN or a.strip("# SGo"):
+                    raise InputError(
+                        f"{path} line {line}: expected an answer of {SEQ_LEN} characters "
+                        "from '#', ' ', 'S', 'G', 'o'"
+                    )
+                qs.append(q)
+                ans.append(a)
+                lines.append(line)
+        except csv.Error as e:
+            raise InputError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
+    if qs:
+        tq, ta = tokens_array(qs), tokens_array(ans)
+        # The answer equals the question except 'o' (5) on open cells (2).
+        ok = ((tq == ta) | ((tq == 2) & (ta == 5))).all(axis=1)
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            raise InputError(
+                f"{path} line {lines[bad[0]]}: expected an answer equal to the question except "
+                "for 'o' on open cells"
+            )
+    if subsample is not None and subsample < len(qs):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3A2E]))
+        keep = np.sort(rng.choice(len(qs), size=subsample, replace=False))
+        qs, ans = [qs[i] for i in keep], [ans[i] for i in keep]
+    return qs, ans
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    if args.num_train < 1 or args.num_test < 0 or args.workers < 1:
+        raise InputError("expected --num-train >= 1, --num-test >= 0 and --workers >= 1")
+    if not 1 <= args.min_path < 400:
+        raise InputError(f"expected 1 <= --min-path < 400, got {args.min_path}")
+    if not 0.0 <= args.loop_fraction <= 1.0:
+        raise InputError(f"expected 0 <= --loop-fraction <= 1, got {args.loop_fraction}")
+    spec = MazeSpec(args.min_path, args.loop_fraction)
+    total = args.num_train + args.num_test
+    t0 = time.perf_counter()
+    recs, used = generate_many(args.seed, total, spec, args.workers, quiet=args.quiet)
+    dt = time.perf_counter() - t0
+    tr, te = recs[: args.num_train], recs[args.num_train :]
+    metadata = {
+        "source": "generated",
+        "generator_version": GENERATOR_VERSION,
+        "seed": args.seed,
+        "min_path": args.min_path,
+        "loop_fraction": args.loop_fraction,
+        "counts": {"train": args.num_train, "test": args.num_test, "indices_used": used},
+    }
+    write_dataset(
+        args.out,
+        ([r[0] for r in tr], [r[1] for r in tr]),
+        ([r[0] for r in te], [r[1] for r in te]) if te else None,
+        aug=args.aug,
+        metadata=metadata,
+        path_lengths={"train": [r[2] for r in tr], "test": [r[2] for r in te]},
+    )
+    lengths = [r[2] for r in recs]
+    print(f"wrote {args.out}: train {len(tr)} mazes, test {len(te)}")
+    rate = f"{total / dt:.1f} mazes/s, {args.workers} worker(s)"
+    print(f"  generated {total} mazes in {dt:.1f} s ({rate})")
+    print(
+        f"  path length (steps): min {min(lengths)}, mean {sum(lengths) / total:.1f}, "
+        f"max {max(lengths)}; train augmentation: {'dihedral' if args.aug else 'none'}"
+    )
+    return 0
+
+
+def _cmd_from_csv(args: argparse.Namespace) -> int:
+    if args.subsample_size is not None and args.subsample_size < 1:
+        raise InputError("expected --subsample-size >= 1")
+    train = read_csv(args.csv, args.subsample_size, args.seed)
+    if not train[0]:
+        raise InputError(f"{args.csv}: no rows; expected at least one maze")
+    test = read_csv(args.test_csv) if args.test_csv else None
+    metadata = {
+        "source": "csv",
+        "csv": os.path.basename(args.csv),
+        "test_csv": os.path.basename(args.test_csv) if args.test_csv else None,
+        "generator_version": GENERATOR_VERSION,
+        "seed": args.seed,
+        "subsample_size": args.subsample_size,
+        "counts": {"train": len(train[0]), "test": len(test[0]) if test else 0},
+    }
+    write_dataset(args.out, train, test, aug=args.aug, metadata=metadata)
+    print(f"wrote {args.out}: train {len(train[0])} mazes, test {len(test[0]) if test else 0}")
+    return 0
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    if args.file in (None, "-"):
+        name, text = "<stdin>", sys.stdin.read()
+    else:
+        name = args.file
+        with open_text(args.file, "maze file") as f:
+            try:
+                text = f.read()
+            except UnicodeDecodeError:
+                raise InputError(f"{name}: expected a UTF-8 text file of mazes") from None
+    status = 0
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip(" \t"):
+            continue
+        problem = check_question(line)
+        if problem is None:
+            answer, length, count = solve_maze(line)
+            if answer is None:
+                problem = "G cannot be reached from S"
+            elif count > 1:
+                problem = "there is more than one shortest path"
+        if problem is not None:
+            print(f"{name} line {n}: {problem}.", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{answer}\t{length}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(prog="python -m data_gen.maze", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="generate mazes and write a dataset")
+    b.add_argument("--out", required=True, help="dataset directory")
+    b.add_argument("--num-train", type=int, default=1000)
+    b.add_argument("--num-test", type=int, default=1000)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--aug", action="store_true", help="dihedral augmentation of train on the fly")
+    b.add_argument("--min-path", type=int, default=110, help="path longer than this many steps")
+    b.add_argument("--loop-fraction", type=float, default=0.04, help="remaining walls opened")
+    b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=_cmd_build)
+
+    c = sub.add_parser("from-csv", help="dataset from the Maze-Hard CSV layout")
+    c.add_argument("--csv", required=True, help="train CSV (source,question,answer,rating)")
+    c.add_argument("--test-csv", default=None, help="test CSV (same layout)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--subsample-size", type=int, default=None, help="train rows to keep")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--aug", action="store_true", help="dihedral augmentation of train on the fly")
+    c.set_defaults(func=_cmd_from_csv)
+
+    s = sub.add_parser("solve", help="solve 900-character mazes, one per line (FILE or stdin)")
+    s.add_argument("file", nargs="?", default=None)
+    s.set_defaults(func=_cmd_solve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"maze {args.command}: error: {e}.", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # reading errors are InputErrors already: this is a write failing
+        where = e.filename or getattr(args, "out", "the output")
+        print(f"maze {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maze: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
