@@ -49,6 +49,13 @@ def silu(x: jax.Array) -> jax.Array:
     return x / (1.0 + jnp.exp(-x))
 
 
+def _dot(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
+    """x [..., in] @ kernel [in, out] in ``dtype``, flattened to 2-D (much faster on XLA:CPU)."""
+    x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
+    y = jnp.dot(x2, kernel.astype(dtype))
+    return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
+
+
 class Linear(nn.Module):
     """y = x @ W (+ b) with W [in, out] float32, cast to ``dtype`` at use."""
 
@@ -61,11 +68,33 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        y = _dot(x, kernel, self.dtype)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)
         return y
+
+
+class SplitLinear(nn.Module):
+    """One fused projection [in, sum(parts)] applied as one matmul per part.
+
+    Keeps the reference's fused parameter (gate|up, q|k|v) while slicing the small weight
+    instead of the large activation: splitting the activation costs XLA:CPU a strided copy that
+    made the SwiGLU 2x slower.
+    """
+
+    parts: tuple[int, ...]
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+        total = sum(self.parts)
+        kernel = self.param("kernel", lecun_truncated_normal, (x.shape[-1], total), jnp.float32)
+        outs, start = [], 0
+        for width in self.parts:
+            outs.append(_dot(x, kernel[:, start : start + width], self.dtype))
+            start += width
+        return tuple(outs)
 
 
 class Embed(nn.Module):
@@ -92,9 +121,12 @@ class SwiGLU(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate_up = Linear(2 * self.inner, self.dtype, name="gate_up_proj")(x)
-        gate, up = jnp.split(gate_up, 2, axis=-1)
-        return Linear(x.shape[-1], self.dtype, name="down_proj")(silu(gate) * up)
+        # Everything on a 2-D [tokens, features] view: XLA:CPU fuses the elementwise SiLU
+        # product about 2x faster on 2-D arrays than on [B, S, I] ones.
+        x2 = x.reshape(-1, x.shape[-1])
+        gate, up = SplitLinear((self.inner, self.inner), self.dtype, name="gate_up_proj")(x2)
+        out = Linear(x.shape[-1], self.dtype, name="down_proj")(silu(gate) * up)
+        return out.reshape(x.shape)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -130,8 +162,8 @@ class Attention(nn.Module):
     def __call__(self, h_BxSxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
         B, S, D = h_BxSxD.shape
         H, K = self.num_heads, self.head_dim
-        qkv = Linear(3 * H * K, self.dtype, name="qkv_proj")(h_BxSxD).reshape(B, S, 3 * H, K)
-        q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = jnp.split(qkv, 3, axis=2)
+        q, k, v = SplitLinear((H * K,) * 3, self.dtype, name="qkv_proj")(h_BxSxD)
+        q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = (t.reshape(B, S, H, K) for t in (q, k, v))
         if rope is not None:
             q_BxSxHxK = apply_rope(q_BxSxHxK, *rope)
             k_BxSxHxK = apply_rope(k_BxSxHxK, *rope)

@@ -1,0 +1,39 @@
+# trm_jax: set up, lint, test, train. `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup lint format test test-slow train-cpu clean
+
+help:
+	@echo "make setup      create $(VENV) and install trm_jax[dev,torch] (editable)"
+	@echo "make test       setup if needed, then ruff and the default pytest suite"
+	@echo "make test-slow  the slow tests (benchmarks, long training checks)"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make train-cpu  generate Sudoku puzzles and run the CPU main job (~15 min on 2 cores)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,torch]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+test-slow: setup
+	$(VENV)/bin/pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,251 @@
+"""The train state and the pure, jittable train and evaluation steps (reference §5).
+
+``train_step(state, batch) -> (state, metrics)``: one supervision step in training mode on the
+persistent ACT carry, the loss summed over rows and divided by the GLOBAL batch, gradients of the
+parameters and of the gathered puzzle-table rows, AdamATan2 on the parameters, sparse sign-SGD
+on the table, and the EMA of the parameters. ``evaluate_batch`` runs a fresh batch for all
+``halt_max_steps`` steps (or adaptively) and returns the last step's outputs and metric sums.
+Static settings (model, optimizer, schedule) are bound with ``functools.partial`` outside jit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from trm_jax.act import (
+    Carry,
+    act_forward,
+    act_step,
+    gather_puzzle_rows,
+    initial_carry,
+    reset_carry,
+    step_loss,
+)
+from trm_jax.config import TrainConfig
+from trm_jax.model.trm import TRMModel, init_variables
+from trm_jax.optim import adam_atan2, ema_update, lr_schedule, sparse_sign_sgd
+
+METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+LOSS_KEYS = ("lm_loss", "q_halt_loss", "q_continue_loss")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs, as one pytree."""
+
+    step: jax.Array  # int32 [], optimizer steps taken
+    params: Any
+    constants: Any  # H_init / L_init: fixed, never trained
+    opt_state: Any
+    ema_params: Any
+    puzzle_table: jax.Array  # [rows padded to the mesh, puzzle_emb_ndim] (a [n, 1] dummy if none)
+    carry: Carry
+    rng: jax.Array  # uint32 key data
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Static objects the steps close over."""
+
+    model: TRMModel
+    tcfg: TrainConfig
+    total_steps: int
+    tx: optax.GradientTransformation
+    schedule: Any
+    puzzle_schedule: Any
+
+
+def make_setup(model: TRMModel, tcfg: TrainConfig, total_steps: int) -> Setup:
+    schedule = lr_schedule(tcfg.lr, tcfg.lr_warmup_steps, total_steps, tcfg.lr_min_ratio)
+    puzzle_schedule = lr_schedule(
+        tcfg.puzzle_emb_lr, tcfg.lr_warmup_steps, total_steps, tcfg.lr_min_ratio
+    )
+    tx = adam_atan2(schedule, tcfg.beta1, tcfg.beta2, tcfg.weight_decay)
+    return Setup(model, tcfg, total_steps, tx, schedule, puzzle_schedule)
+
+
+def dummy_batch(model: TRMModel, batch_size: int) -> dict:
+    L = model.cfg.seq_len
+    return {
+        "inputs": jnp.zeros((batch_size, L), jnp.int32),
+        "labels": jnp.zeros((batch_size, L), jnp.int32),
+        "puzzle_identifiers": jnp.zeros((batch_size,), jnp.int32),
+    }
+
+
+def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
+    """Fresh state: reference initialisers, zero puzzle table, all-halted carry."""
+    model = setup.model
+    cfg = model.cfg
+    k_params, k_train = jax.random.split(rng)
+    variables = init_variables(model, k_params)
+    params = variables["params"]
+    width = max(cfg.puzzle_emb_ndim, 1)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        constants=variables["constants"],
+        opt_state=setup.tx.init(params),
+        ema_params=jax.tree.map(jnp.copy, params),
+        puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
+        carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
+        rng=jax.random.key_data(k_train),
+    )
+
+
+def _sum_metrics(metrics: dict, loss_scaled) -> dict:
+    out = {k: metrics[k] for k in METRIC_KEYS}
+    for k in LOSS_KEYS:
+        if k in metrics:
+            out[k] = metrics[k].astype(jnp.float32)
+    out["loss"] = loss_scaled.astype(jnp.float32)
+    return out
+
+
+def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainState, dict]:
+    """One optimizer step from an already reset carry."""
+    model, tcfg = setup.model, setup.tcfg
+    has_table = bool(model.cfg.puzzle_len)
+    ids = carry.current_data["puzzle_identifiers"]
+    rows = gather_puzzle_rows(model, state.puzzle_table, ids)
+
+    def loss_fn(params, rows):
+        v = {"params": params, "constants": state.constants}
+        new_carry, out = act_forward(model, v, rows, carry, rng, True)
+        loss, metrics, _ = step_loss(model, new_carry, out)
+        return loss / tcfg.global_batch_size, (new_carry, metrics)
+
+    argnums = (0, 1) if has_table else 0
+    (loss_scaled, (new_carry, metrics)), grads = jax.value_and_grad(
+        loss_fn, argnums=argnums, has_aux=True
+    )(state.params, rows)
+    g_params, g_rows = grads if has_table else (grads, None)
+    updates, opt_state = setup.tx.update(g_params, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    table = state.puzzle_table
+    if has_table:
+        table = sparse_sign_sgd(
+            table, ids, g_rows, setup.puzzle_schedule(step), tcfg.puzzle_emb_weight_decay
+        )
+    ema = ema_update(state.ema_params, params, tcfg.ema_rate)
+    out = _sum_metrics(metrics, loss_scaled)
+    out["lr"] = setup.schedule(step)
+    out["grad_norm"] = optax.global_norm(g_params)
+    out["param_norm"] = optax.global_norm(params)
+    state = state.replace(
+        step=step,
+        params=params,
+        opt_state=opt_state,
+        ema_params=ema,
+        puzzle_table=table,
+        carry=new_carry,
+    )
+    return state, out
+
+
+def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    """The reference's training step: one supervision step per optimizer step.
+
+    The carry persists across calls: only rows that halted take their data from ``batch``.
+    """
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    variables = {"params": state.params, "constants": state.constants}
+    carry = reset_carry(setup.model, variables, state.carry, batch)
+    return _update(setup, state, carry, rng)
+
+
+def train_step_pseudocode(setup: Setup, state: TrainState, batch: dict):
+    """The paper's pseudocode: N_sup optimizer steps on one batch, carry detached in between.
+
+    Every row starts fresh from ``batch``; the loop stops early once every row has halted.
+    Metrics are those of the last supervision step taken; ``sup_steps`` counts the updates.
+    """
+    model = setup.model
+    n_sup = model.cfg.halt_max_steps
+    variables = {"params": state.params, "constants": state.constants}
+    carry = initial_carry(model, batch)
+    carry = reset_carry(model, variables, carry, batch)
+    state = state.replace(carry=carry)
+    base_rng = jax.random.wrap_key_data(state.rng)
+
+    def one(state):
+        rng = jax.random.fold_in(base_rng, state.step)
+        # Rows that halted stay halted (their data is not replaced inside one batch).
+        halted = state.carry.halted
+        carry = state.carry.replace(halted=jnp.zeros_like(halted))
+        new_state, metrics = _update(setup, state, carry, rng)
+        new_carry = new_state.carry.replace(halted=new_state.carry.halted | halted)
+        return new_state.replace(carry=new_carry), metrics
+
+    state = state.replace(carry=state.carry.replace(halted=jnp.zeros_like(carry.halted)))
+    state, metrics = one(state)
+
+    def body(i, val):
+        state, metrics, n = val
+
+        def go(_):
+            s, m = one(state)
+            return s, m, n + 1
+
+        return jax.lax.cond(jnp.all(state.carry.halted), lambda _: val, go, None)
+
+    state, metrics, n = jax.lax.fori_loop(1, n_sup, body, (state, metrics, jnp.ones((), jnp.int32)))
+    metrics = dict(metrics, sup_steps=n)
+    # Leave every row halted so the next batch replaces them all.
+    state = state.replace(carry=state.carry.replace(halted=jnp.ones_like(state.carry.halted)))
+    return state, metrics
+
+
+def evaluate_batch(
+    model: TRMModel,
+    params,
+    constants,
+    puzzle_table,
+    batch: dict,
+    adaptive: bool = False,
+) -> tuple[dict, dict]:
+    """Run a fresh batch for ``halt_max_steps`` supervision steps in evaluation mode.
+
+    ``adaptive=False`` is the reference: every row runs all steps and the last step's outputs
+    are scored. ``adaptive=True`` freezes a row's outputs at the first step where
+    ``q_halt > 0`` (its ``steps`` then counts the steps it used).
+    Returns (outputs with preds / logits / q_halt_logits of the scored step, metric sums).
+    """
+    variables = {"params": params, "constants": constants}
+    n = model.cfg.halt_max_steps
+    carry = initial_carry(model, batch)
+    carry, out, _, _ = act_step(model, variables, puzzle_table, carry, batch)
+    B = batch["inputs"].shape[0]
+    stopped = jnp.zeros((B,), bool)
+    if adaptive:
+        stopped = out["q_halt_logits"] > 0
+    used = jnp.ones((B,), jnp.int32)
+
+    def body(_, val):
+        carry, out, stopped, used = val
+        new_carry, new_out, _, _ = act_step(model, variables, puzzle_table, carry, batch)
+        keep = stopped if adaptive else jnp.zeros_like(stopped)
+        merged = jax.tree.map(
+            lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), out, new_out
+        )
+        used = used + (~keep).astype(jnp.int32)
+        if adaptive:
+            stopped = stopped | (new_out["q_halt_logits"] > 0)
+        return new_carry, merged, stopped, used
+
+    carry, out, stopped, used = jax.lax.fori_loop(1, n, body, (carry, out, stopped, used))
+    # Score the chosen step for every row as if it had just halted.
+    scored = carry.replace(halted=jnp.ones((B,), bool), steps=used)
+    _, metrics, preds = step_loss(model, scored, out)
+    out = dict(out, preds=preds, steps=used)
+    sums = {k: metrics[k] for k in METRIC_KEYS}
+    for k in ("lm_loss", "q_halt_loss"):
+        sums[k] = metrics[k].astype(jnp.float32)
+    return out, sums
