@@ -38,9 +38,9 @@ def maybe_initialize_distributed(cfg) -> None:
         kwargs["num_processes"] = int(d.num_processes)
     if d.process_id >= 0:
         kwargs["process_id"] = int(d.process_id)
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        # CPU collectives across processes go through gloo.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives of the CPU backend go through gloo (no effect on GPU/TPU).
+    # Set before initialize: querying the backend first would start it too early.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
 
 

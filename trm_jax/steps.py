@@ -137,8 +137,8 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
     ema = ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
     out["lr"] = setup.schedule(step)
-    out["grad_norm"] = optax.global_norm(g_params)
-    out["param_norm"] = optax.global_norm(params)
+    out["grad_norm"] = optax.tree.norm(g_params)
+    out["param_norm"] = optax.tree.norm(params)
     state = state.replace(
         step=step,
         params=params,

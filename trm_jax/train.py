@@ -47,6 +47,7 @@ class RunResult:
     eval_metrics: dict
     checkpoint_dir: str
     seconds: float
+    state: TrainState | None = None
 
 
 # ---- shardings -------------------------------------------------------------------------------
@@ -328,7 +329,7 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
     manager.close()
     if writer:
         writer.close()
-    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), time.time() - t_start)
+    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), time.time() - t_start, state)
 
 
 # ---- command line --------------------------------------------------------------------------
@@ -342,6 +343,30 @@ BAD_INPUT = (
 )
 
 
+def _unknown_override(argv) -> str | None:
+    """The first ``--config.a.b`` override naming a key the config file does not have."""
+    import importlib.util
+
+    import ml_collections
+
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if not path or not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("_trm_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    for a in argv:
+        if a.startswith("--config."):
+            key = a[len("--config.") :].split("=", 1)[0]
+            node = cfg
+            for part in key.split("."):
+                if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                    return key
+                node = node[part]
+    return None
+
+
 def _parse(argv):
     from absl import flags
     from ml_collections import config_flags
@@ -350,9 +375,15 @@ def _parse(argv):
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", flag_values=fv)
     flags.DEFINE_string("workdir", None, "Work dir for checkpoints and logs.", flag_values=fv)
     flags.DEFINE_bool("quiet", False, "No progress output.", flag_values=fv)
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path and not os.path.exists(path):
+        raise config_lib.ConfigError(f"Config file {path} does not exist.")
     try:
         fv(argv)
-    except (flags.Error, KeyError, AttributeError, ValueError, TypeError, FileNotFoundError) as e:
+    except Exception as e:  # absl / ml_collections raise many types for bad flags
+        unknown = _unknown_override(argv)
+        if unknown:
+            raise config_lib.ConfigError(f"Unknown config key {unknown} (not in {path}).") from e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise config_lib.ConfigError(f"Bad command line: {msg}") from e
     if fv.config is None:
