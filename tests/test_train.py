@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from trm_jax.act import act_forward, gather_puzzle_rows, initial_carry, reset_carry, step_loss
+from trm_jax.act import act_forward, gather_puzzle_rows, reset_carry, step_loss
 from trm_jax.config import TrainConfig
 from trm_jax.model.config import ModelConfig
 from trm_jax.model.trm import TRMModel
@@ -288,6 +288,7 @@ def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, sudoku_data
     resumed = _drive(tmp_path / "run", "plain", ov)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     straight = _drive(tmp_path / "straight", "plain", ov)
+    assert straight.returncode == 0, straight.stderr[-3000:]
     _assert_identical(tmp_path / "straight" / "final.npz", tmp_path / "run" / "final.npz")
 
 
