@@ -35,5 +35,16 @@ test: setup lint
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
 
+SUDOKU_DATA ?= data/sudoku-cpu
+SUDOKU_RUN  ?= runs/sudoku-cpu
+
+$(SUDOKU_DATA)/train/dataset.json: | setup
+	$(PY) -m data_gen.sudoku build --out $(SUDOKU_DATA) --num-train 1000 --num-test 500 \
+		--givens 45 --seed 0
+
+train-cpu: setup $(SUDOKU_DATA)/train/dataset.json
+	$(PY) -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=$(SUDOKU_RUN) \
+		--config.data.path=$(SUDOKU_DATA)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
