@@ -303,7 +303,9 @@ def test_two_processes_agree_with_one(tmp_path, sudoku_data):
     # The single process gets two (virtual) devices too, so that both runs reduce gradients in
     # the same two-way split; AdamATan2's atan2(m, sqrt(v)) is scale-free, so a different
     # summation order could move parameters with near-zero gradients by up to ~lr.
-    env1 = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env1 = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
     single = _drive(tmp_path / "single", "plain", ov, env=env1)
     assert single.returncode == 0, single.stderr[-3000:]
     port = _free_port()

@@ -1,0 +1,163 @@
+"""python -m trm_jax.evaluate: reference metrics, halting modes, outputs, ARC voting, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests import _tiny_run
+from trm_jax import evaluate
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return _tiny_run.sudoku(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def both(tiny):
+    """evaluate --halting both --save-preds on the tiny run (in-process)."""
+    assert (
+        evaluate.main(
+            ["--workdir", str(tiny["workdir"]), "--halting", "both", "--save-preds", "--quiet"]
+        )
+        == 0
+    )
+    step = tiny["result"].step
+    base = tiny["workdir"] / "eval" / f"step_{step}"
+    return {
+        m: json.loads((base / f"test_{m}" / "metrics.json").read_text())
+        for m in ("fixed", "adaptive")
+    } | {"base": base}
+
+
+def test_fixed_halting_reproduces_the_training_runs_evaluation(tiny, both):
+    trained = tiny["result"].eval_metrics
+    m = both["fixed"]["metrics"]
+    for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
+        assert m[k] == pytest.approx(trained[k], abs=1e-6), k
+    assert both["fixed"]["headline"] == {"metric": "exact_accuracy", "value": m["exact_accuracy"]}
+    assert both["fixed"]["examples"] == 24 and m["count"] == 24
+    assert both["fixed"]["weights"] == "raw"
+    assert m["steps"] == tiny["config"].model.halt_max_steps
+
+
+def test_adaptive_halting_uses_no_more_steps_than_fixed(both):
+    fixed, adaptive = both["fixed"]["metrics"], both["adaptive"]["metrics"]
+    assert 1 <= adaptive["steps"] <= fixed["steps"]
+    preds = np.load(both["base"] / "test_adaptive" / "predictions.npz")
+    assert np.all(preds["steps"] <= both["adaptive"]["halt_max_steps"])
+    assert preds["steps"].mean() == pytest.approx(adaptive["steps"])
+
+
+def test_per_example_predictions_cover_the_split_in_order(tiny, both):
+    preds = np.load(both["base"] / "test_fixed" / "predictions.npz")
+    labels = np.load(tiny["data"] / "test" / "all__labels.npy")
+    np.testing.assert_array_equal(preds["example_index"], np.arange(len(labels)))
+    assert preds["preds"].shape == labels.shape
+    exact = np.mean(np.all(preds["preds"] == labels, axis=1))
+    assert exact == pytest.approx(both["fixed"]["metrics"]["exact_accuracy"])
+
+
+def test_table_shows_both_halting_rules(tiny, both, capsys):
+    assert (
+        evaluate.main(
+            [
+                "--workdir",
+                str(tiny["workdir"]),
+                "--halting",
+                "both",
+                "--quiet",
+                "--max-examples",
+                "5",
+                "--out",
+                str(both["base"].parent / "small"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "fixed" in out and "adaptive" in out and "mean steps" in out and "5 examples" in out
+    small = json.loads(
+        (
+            both["base"].parent / "small" / both["base"].name / "test_fixed" / "metrics.json"
+        ).read_text()
+    )
+    assert small["metrics"]["count"] == 5
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--step", "999"], "no checkpoint for step 999"),
+        (["--ensemble", "2,4"], "--ensemble pools ARC votes"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tiny, extra, message):
+    r = _tiny_run.run_cli("trm_jax.evaluate", "--workdir", tiny["workdir"], "--quiet", *extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_missing_workdir_and_foreign_dataset(tiny, tmp_path):
+    r = _tiny_run.run_cli("trm_jax.evaluate", "--workdir", tmp_path / "nope")
+    assert r.returncode == 2 and "does not exist" in r.stderr and r.stderr.count("\n") == 1
+    # A maze dataset under a Sudoku model: vocabulary / sequence length mismatch.
+    from data_gen import maze
+
+    maze.main(
+        [
+            "build",
+            "--out",
+            str(tmp_path / "maze"),
+            "--num-train",
+            "2",
+            "--num-test",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
+    r = _tiny_run.run_cli(
+        "trm_jax.evaluate", "--workdir", tiny["workdir"], "--dataset", tmp_path / "maze"
+    )
+    assert r.returncode == 2, r.stderr
+    assert "vocabulary 6 and sequence length 900" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_arc_scoring_submission_and_explicit_ensemble(tmp_path_factory):
+    arc = _tiny_run.arc(tmp_path_factory)
+    workdir = arc["workdir"]
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+    assert len(steps) >= 2
+    one = evaluate.main(["--workdir", str(workdir), "--quiet"])
+    assert one == 0
+    single = json.loads(
+        (workdir / "eval" / f"step_{steps[-1]}" / "test_fixed" / "metrics.json").read_text()
+    )
+    assert single["headline"]["metric"] == "ARC/pass@2"
+    assert single["weights"] == "ema"  # the run trained with train.ema
+    for k in (1, 2, 5, 10, 100, 1000):
+        assert 0.0 <= single["metrics"][f"ARC/pass@{k}"] <= 1.0
+    sub = json.loads(
+        (workdir / "eval" / f"step_{steps[-1]}" / "test_fixed" / "submission.json").read_text()
+    )
+    test_puzzles = json.loads((arc["data"] / "test_puzzles.json").read_text())
+    assert set(sub) == set(test_puzzles)
+    for pid, attempts in sub.items():
+        assert len(attempts) == len(test_puzzles[pid]["test"])
+        assert all(set(a) == {"attempt_1", "attempt_2"} for a in attempts)
+
+    pooled = ",".join(map(str, steps[-2:]))
+    assert evaluate.main(["--workdir", str(workdir), "--ensemble", pooled, "--quiet"]) == 0
+    name = "ensemble_" + "+".join(map(str, steps[-2:]))
+    ens = json.loads((workdir / "eval" / name / "test_fixed" / "metrics.json").read_text())
+    assert ens["steps"] == steps[-2:]
+    assert set(ens["per_checkpoint"]) == {str(s) for s in steps[-2:]}
+    assert ens["per_checkpoint"][str(steps[-1])]["ARC/pass@2"] == pytest.approx(
+        single["metrics"]["ARC/pass@2"]
+    )

@@ -1,0 +1,209 @@
+"""python -m trm_jax.solve: answers equal evaluate's, trace and PNG, every bad input exits 2."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests import _tiny_run
+from trm_jax import inference as inf
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return _tiny_run.sudoku(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def trm(tiny):
+    return inf.load(tiny["workdir"])
+
+
+def _as_string(tokens) -> str:
+    return "".join("." if t == 1 else str(int(t) - 1) for t in tokens)
+
+
+def _answer_line(stdout: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith("answer: ")][0][8:]
+
+
+@pytest.fixture(scope="session")
+def scored(tiny, trm):
+    """Per-example predictions of the evaluate path (fixed and adaptive) on the test split."""
+    from trm_jax import evaluate
+
+    kw = dict(batch_size=_tiny_run.SUDOKU_EVAL_BATCH, keep_predictions=True)
+    return {
+        mode: evaluate.evaluate_split(
+            trm, str(tiny["data"]), "test", adaptive=mode == "adaptive", **kw
+        )
+        for mode in ("fixed", "adaptive")
+    }
+
+
+def test_solve_gives_the_prediction_evaluate_scored(tiny, trm, scored):
+    inputs = np.load(tiny["data"] / "test" / "all__inputs.npy")
+    for mode, result in scored.items():
+        preds = result.predictions
+        for i in (0, 5, len(inputs) - 1):
+            answer = trm.solve(
+                _as_string(inputs[i]), halting=mode, batch_size=_tiny_run.SUDOKU_EVAL_BATCH
+            )
+            expected = np.where((preds["preds"][i] >= 2), preds["preds"][i] - 1, 0)
+            np.testing.assert_array_equal(answer.reshape(-1), expected, err_msg=f"{mode} {i}")
+    # The command line prints the same answer.
+    i = 3
+    r = _tiny_run.run_cli(
+        "trm_jax.solve",
+        "--workdir",
+        tiny["workdir"],
+        "--sudoku",
+        _as_string(inputs[i]),
+        "--batch-size",
+        _tiny_run.SUDOKU_EVAL_BATCH,
+    )
+    assert r.returncode == 0, r.stderr
+    expected = "".join(
+        str(t - 1) if t >= 2 else "." for t in scored["fixed"].predictions["preds"][i]
+    )
+    assert _answer_line(r.stdout) == expected
+    assert "valid solution that keeps the givens: " in r.stdout
+
+
+def test_adaptive_halting_reports_no_more_steps_than_fixed(scored, trm):
+    N = trm.model_config.halt_max_steps
+    assert scored["fixed"].metrics["steps"] == N
+    assert 1 <= scored["adaptive"].metrics["steps"] <= scored["fixed"].metrics["steps"]
+    assert np.all(scored["adaptive"].predictions["steps"] <= N)
+
+
+def test_trace_png_and_several_puzzles_from_a_file(tiny, trm, tmp_path):
+    inputs = np.load(tiny["data"] / "test" / "all__inputs.npy")
+    f = tmp_path / "puzzles.txt"
+    f.write_text(_as_string(inputs[0]) + "\n\n" + _as_string(inputs[1]) + "\n")
+    png = tmp_path / "strip.png"
+    r = _tiny_run.run_cli(
+        "trm_jax.solve",
+        "--workdir",
+        tiny["workdir"],
+        "--file",
+        f,
+        "--trace",
+        "--png",
+        png,
+        "--halting",
+        "adaptive",
+    )
+    assert r.returncode == 0, r.stderr
+    N = trm.model_config.halt_max_steps
+    assert r.stdout.count("q_halt") == 2 * (N + 1)  # a heading and N trace lines per puzzle
+    assert f"{f} line 1" in r.stdout and f"{f} line 3" in r.stdout
+    for i in (1, 2):
+        data = (tmp_path / f"strip_{i}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        # input + N frames in one row: wider than tall, and not absurdly large.
+        assert 200 < height < width < 2500 and 10_000 < len(data) < 2_000_000
+
+
+def test_viz_draws_maze_and_arc_frames(tmp_path):
+    from trm_jax import viz
+
+    maze = np.full((30, 30), " ")
+    maze[0, :] = "#"
+    maze[2, 2], maze[5, 5] = "S", "G"
+    step1 = maze.copy()
+    step1[3, 2:5] = "o"
+    trace = inf.Trace(maze, [step1, step1], np.array([-1.0, 2.0]), 2)
+    out = viz.save_refinement(tmp_path / "maze.png", trace, "maze")
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    arc = inf.Trace(
+        np.zeros((3, 3), int), [np.ones((2, 4), int), np.ones((2, 4), int)], np.array([0.5, 1.5]), 1
+    )
+    out = viz.save_refinement(tmp_path / "arc.png", arc, "arc")
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert viz.changed_cells(np.ones((2, 2)), np.ones((3, 3))) is None
+
+
+def _maze_text(with_s=True) -> str:
+    from data_gen import maze
+
+    question, _, _ = maze.generate_one(0, 0, maze.MazeSpec())
+    if not with_s:
+        question = question.replace("S", " ")
+    return "\n".join(question[i : i + 30] for i in range(0, 900, 30)) + "\n"
+
+
+def test_every_bad_input_is_one_line_and_exit_2(tiny, tmp_path):
+    good = "." * 81
+    (tmp_path / "no_s.txt").write_text(_maze_text(with_s=False))
+    (tmp_path / "maze.txt").write_text(_maze_text())
+    (tmp_path / "big.json").write_text(json.dumps({"train": [], "test": [{"input": [[0] * 31]}]}))
+    (tmp_path / "colour.json").write_text(json.dumps({"train": [], "test": [{"input": [[1, 12]]}]}))
+    (tmp_path / "empty_run" / "checkpoints").mkdir(parents=True)
+    w = ["--workdir", tiny["workdir"]]
+    cases = [
+        (w + ["--sudoku", good[:80]], "must have 81 characters, got 80"),
+        (w + ["--sudoku", "x" + good[1:]], "may hold only '.' and '0'-'9'"),
+        (w + ["--sudoku", "1" + "." * 8 + "1" + "." * 71], "digit 1 appears twice in column 1"),
+        (w + ["--maze", tmp_path / "no_s.txt"], "has no 'S'"),
+        (w + ["--arc-task", tmp_path / "big.json"], "is 1x31, larger than the 30x30 canvas"),
+        (w + ["--arc-task", tmp_path / "colour.json"], "colours outside 0-9"),
+        (["--workdir", tmp_path / "missing", "--sudoku", good], "does not exist"),
+        (["--workdir", tmp_path / "empty_run", "--sudoku", good], "has no checkpoints"),
+        (w + ["--maze", tmp_path / "maze.txt"], "is a maze puzzle but the checkpoint"),
+        (w + ["--sudoku", good, "--halting", "never"], "invalid choice"),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: _tiny_run.run_cli("trm_jax.solve", *c[0]), cases))
+    for (args, message), r in zip(cases, results):
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("error: ") and message in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
+@pytest.mark.slow
+def test_arc_task_seen_and_unseen(tmp_path_factory, tmp_path):
+    arc = _tiny_run.arc(tmp_path_factory)
+    seen = {"b0000000": arc["tasks"]["b0000000"]}
+    unseen = {"zzzz": arc["tasks"]["b0000001"]}
+    for name, task in (("seen", seen), ("unseen", unseen)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(task))
+    r = _tiny_run.run_cli(
+        "trm_jax.solve",
+        "--workdir",
+        arc["workdir"],
+        "--arc-task",
+        tmp_path / "seen.json",
+        "--png",
+        tmp_path / "arc.png",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr and "matches the expected output: " in r.stdout
+    assert (tmp_path / "arc.png").exists()
+    r = _tiny_run.run_cli(
+        "trm_jax.solve", "--workdir", arc["workdir"], "--arc-task", tmp_path / "unseen.json"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "not seen in training" in r.stderr and "blank row 0" in r.stderr
+
+
+def test_maze_checks_name_the_problem_and_recognise_a_shortest_path():
+    from data_gen import maze
+
+    question, answer, _ = maze.generate_one(0, 1, maze.MazeSpec())
+    grid = lambda s: np.array(list(s)).reshape(30, 30)  # noqa: E731
+    tokens = inf.encode_maze(question)
+    assert tokens.shape == (900,)
+    ok, why = inf.maze_answer_report(grid(question), grid(answer))
+    assert ok and "shortest" in why
+    broken = answer.replace("o", " ", 1)
+    assert not inf.maze_answer_report(grid(question), grid(broken))[0]
+    with pytest.raises(inf.PuzzleError, match="30 lines of 30 characters, got 29 lines"):
+        inf.encode_maze("\n".join(question[i : i + 30] for i in range(0, 870, 30)))
+    with pytest.raises(inf.PuzzleError, match="has no 'G'"):
+        inf.encode_maze(question.replace("G", " "))
+    with pytest.raises(inf.PuzzleError, match="found 'o'"):
+        inf.encode_maze(answer)

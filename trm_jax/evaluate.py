@@ -1,0 +1,472 @@
+"""python -m trm_jax.evaluate --workdir DIR [--step N] [--halting fixed|adaptive|both] ...
+
+Scores a trained checkpoint on a dataset split the way the reference's evaluation does (reference
+§5.4): every example of the split, a fresh ACT carry per batch, ``halt_max_steps`` supervision
+steps, the metrics of the last step (``--halting fixed``) summed and divided by the number of
+examples. ``--halting adaptive`` instead takes each example's outputs at the first step whose
+q_halt > 0, and ``--halting both`` reports the two side by side (accuracy against mean steps).
+The headline is exact accuracy (Sudoku, maze); for ARC datasets it is ``ARC/pass@2`` from the
+reference's voting (§6, :class:`trm_jax.arc_scoring.ArcVoter`): crop at EOS, undo each
+augmentation, vote across the augmented copies by count (ties by mean sigmoid(q_halt)), pass@K for
+K in 1, 2, 5, 10, 100, 1000 and a Kaggle ``submission.json``. ``--ensemble N1,N2,...`` pools the
+ARC votes of several checkpoint steps; votes are never pooled otherwise (unlike the reference).
+
+The EMA weights are used when the run trained with ``train.ema`` (``--ema/--no-ema`` overrides).
+Results are printed as a table and written to ``DIR/eval/step_<N>/<split>_<halting>/``
+(``metrics.json``, and ``submission.json`` for ARC, ``predictions.npz`` with ``--save-preds``);
+orbax owns the checkpoint directories, so nothing is written inside them.
+
+Bad input (missing or foreign checkpoint, a dataset that does not fit the model) stops with one
+sentence and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trm_jax.checkpoint import CheckpointError
+from trm_jax.data.dataset import DatasetError
+
+PASS_KS = (1, 2, 5, 10, 100, 1000)
+METRIC_ORDER = (
+    "exact_accuracy",
+    "accuracy",
+    "q_halt_accuracy",
+    "steps",
+    "lm_loss",
+    "q_halt_loss",
+)
+
+
+class EvalError(ValueError):
+    """Evaluation settings that cannot work (one sentence)."""
+
+
+@dataclasses.dataclass
+class SplitResult:
+    """One pass of one checkpoint over a split with one halting rule."""
+
+    step: int
+    halting: str
+    metrics: dict  # reference metrics, each divided by count; "steps" = mean steps used
+    examples: int
+    seconds: float
+    voter: object | None = None  # ArcVoter for ARC test splits
+    predictions: dict | None = None  # example_index, preds, q_halt_logits, steps (numpy)
+
+
+class Progress:
+    """Examples done, rate and time left on stderr: rewritten in place on a terminal."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.label, self.total, self.enabled = label, max(total, 1), enabled
+        self.t0 = self.t_shown = time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if not (final or self.tty or now - self.t_shown >= 5.0):
+            return
+        self.t_shown = now
+        rate = done / max(now - self.t0, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float("inf")
+        eta = f"{left:.0f}s" if math.isfinite(left) else "?"
+        line = (
+            f"{self.label}: {done}/{self.total} examples ({100 * done / self.total:.0f}%), "
+            f"{rate:.1f} ex/s, eta {eta}"
+        )
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100) + ("\n" if final else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def check_dataset(info, data_dir: str, split: str, table_rows: int | None):
+    """The split's metadata, after checking that it fits the checkpoint ``info``'s model."""
+    from trm_jax.data import pipeline
+
+    meta = pipeline.load_metadata(data_dir, split)
+    c = info.model_config
+    if (meta.vocab_size, meta.seq_len) != (c.vocab_size, c.seq_len):
+        raise EvalError(
+            f"{data_dir}/{split} has vocabulary {meta.vocab_size} and sequence length "
+            f"{meta.seq_len}, but the checkpoint {info.path} was trained with "
+            f"{c.vocab_size} and {c.seq_len}."
+        )
+    rows = table_rows
+    if c.puzzle_len and rows is not None and meta.num_puzzle_identifiers > rows:
+        raise EvalError(
+            f"{data_dir}/{split} has {meta.num_puzzle_identifiers} puzzle identifiers, more than "
+            f"the {rows} rows of the checkpoint's puzzle table (another dataset?)."
+        )
+    return meta
+
+
+def evaluate_split(
+    trm,
+    data_dir: str,
+    split: str = "test",
+    *,
+    adaptive: bool = False,
+    batch_size: int,
+    max_examples: int = 0,
+    voter=None,
+    keep_predictions: bool = False,
+    progress_label: str | None = None,
+) -> SplitResult:
+    """One pass over ``split`` with :func:`trm_jax.steps.evaluate_batch` on ``trm``'s weights.
+
+    Batches are split over all local devices. ``voter`` (an ArcVoter) receives every batch's
+    predictions; ``keep_predictions`` keeps per-example outputs (for ``--save-preds``).
+    """
+    import jax
+
+    from trm_jax import sharding as shd
+    from trm_jax.data import pipeline
+
+    meta = check_dataset(trm.info, data_dir, split, int(trm.puzzle_table.shape[0]))
+    mesh = shd.make_mesh(-1)
+    shd.check_batch(batch_size, mesh)
+    trm.to(shd.replicated(mesh))
+    total = meta.num_examples if not max_examples else min(meta.num_examples, max_examples)
+    halting = "adaptive" if adaptive else "fixed"
+    progress = Progress(progress_label or halting, total, progress_label is not None)
+    t0 = time.time()
+    totals: dict = {}
+    kept: dict = {"example_index": [], "preds": [], "q_halt_logits": [], "steps": []}
+    done = 0
+    for local in pipeline.eval_batches(data_dir, global_batch_size=batch_size, split=split):
+        index = local["example_index"]
+        if max_examples and index[0] >= max_examples:
+            break
+        keep_row = local["valid"] & (index < total)
+        batch = {
+            "inputs": local["inputs"],
+            # Rows past --max-examples count as padding: no valid labels, blank identifier.
+            "labels": np.where(keep_row[:, None], local["labels"], -100).astype(np.int32),
+            "puzzle_identifiers": np.where(keep_row, local["puzzle_identifiers"], 0).astype(
+                np.int32
+            ),
+        }
+        outputs, sums = trm.evaluate(shd.global_batch(batch, mesh), adaptive=adaptive)
+        for k, v in jax.device_get(sums).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        if voter is not None or keep_predictions:
+            host = jax.device_get({k: outputs[k] for k in ("preds", "q_halt_logits", "steps")})
+            rows = np.flatnonzero(keep_row)
+            if voter is not None:
+                voter.add_batch(
+                    batch["inputs"][rows],
+                    batch["puzzle_identifiers"][rows],
+                    np.asarray(host["q_halt_logits"])[rows],
+                    np.asarray(host["preds"])[rows],
+                )
+            if keep_predictions:
+                kept["example_index"].append(index[rows])
+                kept["preds"].append(np.asarray(host["preds"])[rows].astype(np.int16))
+                kept["q_halt_logits"].append(np.asarray(host["q_halt_logits"], np.float32)[rows])
+                kept["steps"].append(np.asarray(host["steps"], np.int32)[rows])
+        done += int(keep_row.sum())
+        progress.update(done)
+    progress.update(done, final=True)
+    count = max(totals.get("count", 0.0), 1.0)
+    metrics = {k: v / count for k, v in totals.items() if k != "count"}
+    metrics["count"] = totals.get("count", 0.0)
+    predictions = None
+    if keep_predictions:
+        predictions = {
+            k: (np.concatenate(v) if v else np.zeros((0,), np.int32)) for k, v in kept.items()
+        }
+    return SplitResult(trm.step, halting, metrics, done, time.time() - t0, voter, predictions)
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise EvalError(f"{path} does not exist; ARC scoring needs the dataset's {what}.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EvalError(f"{path} is not valid JSON ({e}).") from None
+
+
+def arc_score(voters: list, test_puzzles: dict) -> tuple[dict, dict]:
+    """Pool ``voters`` (copies are merged, the originals untouched) and score them."""
+    from trm_jax.arc_scoring import ArcVoter
+
+    pooled = ArcVoter(voters[0].identifiers)
+    for v in voters:
+        pooled.merge(v)
+    return pooled.result(test_puzzles, pass_ks=PASS_KS, submission_k=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def headline_name(is_arc: bool) -> str:
+    return "ARC/pass@2" if is_arc else "exact_accuracy"
+
+
+def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
+    """Rows of {"label", metrics...} -> an aligned text table, the headline column first."""
+    cols = [headline_name(is_arc)] if is_arc else []
+    cols += ["exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss"]
+    if is_arc:
+        cols += [f"ARC/pass@{k}" for k in PASS_KS if k != 2]
+    head = ["halting"] + [("mean steps" if c == "steps" else c) for c in cols]
+    lines = [head]
+    for r in rows:
+        cells = [r["label"]]
+        for c in cols:
+            v = r.get(c)
+            if v is None:
+                cells.append("-")
+            elif c == "steps":
+                cells.append(f"{v:.2f}/{halt_max_steps}")
+            else:
+                cells.append(f"{v:.4f}")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line on stderr, exit status 2
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m trm_jax.evaluate",
+        description="Score a checkpoint on a dataset split (reference metrics, ARC pass@K).",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--workdir", help="training work dir (latest checkpoint unless --step)")
+    where.add_argument("--checkpoint", help="a checkpoint directory .../checkpoints/<N>")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step in --workdir")
+    p.add_argument("--dataset", default=None, help="dataset directory (default: the run's)")
+    p.add_argument("--split", default=None, help="split to score (default: the run's eval split)")
+    p.add_argument("--halting", choices=("fixed", "adaptive", "both"), default="fixed")
+    p.add_argument("--batch-size", type=int, default=None, help="global evaluation batch")
+    p.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the EMA weights (default: when the run trained with train.ema)",
+    )
+    p.add_argument(
+        "--ensemble", default=None, help="ARC: pool the votes of these checkpoint steps (N1,N2,...)"
+    )
+    p.add_argument("--max-examples", type=int, default=0, help="score only the first M examples")
+    p.add_argument("--save-preds", action="store_true", help="also write predictions.npz")
+    p.add_argument("--out", default=None, help="results directory (default: DIR/eval)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise EvalError(f"--ensemble takes comma-separated steps like 3,6, got {text!r}.") from None
+    if len(steps) < 1 or len(set(steps)) != len(steps):
+        raise EvalError(f"--ensemble needs distinct checkpoint steps, got {text!r}.")
+    return steps
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate as the command line asks; returns {halting: result dict}."""
+    from trm_jax import inference
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    if args.max_examples < 0:
+        raise EvalError(f"--max-examples must be >= 0, got {args.max_examples}.")
+    source = args.workdir or args.checkpoint
+    steps = None
+    if args.ensemble:
+        if args.step is not None or args.checkpoint:
+            raise EvalError("--ensemble names its steps itself; drop --step/--checkpoint.")
+        steps = _parse_steps(args.ensemble)
+    first = inference.locate(source, steps[0] if steps else args.step)
+    if steps:
+        for s in steps[1:]:
+            inference.locate(source, s)  # fail early on a missing step
+    config = first.config
+    data_dir = args.dataset or first.dataset
+    if not data_dir or not os.path.isdir(data_dir):
+        raise EvalError(
+            f"the run's dataset {data_dir or '(none recorded)'} is not here; pass --dataset DIR."
+        )
+    split = args.split or str(config.data.get("eval_split", "test") or "test")
+    meta = check_dataset(first, data_dir, split, first.meta.get("table_rows"))
+    is_arc = meta.task == "arc" and split == "test"
+    if steps and not is_arc:
+        raise EvalError(
+            f"--ensemble pools ARC votes, but {data_dir}/{split} is a {meta.task or 'non-ARC'} "
+            "split; evaluate each step on its own."
+        )
+    batch_size = int(
+        args.batch_size
+        or config.data.get("eval_global_batch_size", 0)
+        or config.data.get("global_batch_size", 0)
+        or 64
+    )
+    identifiers = test_puzzles = None
+    if is_arc:
+        from trm_jax.data import dataset as ds
+
+        identifiers = ds.load_identifiers(data_dir)
+        test_puzzles = _read_json(Path(data_dir) / "test_puzzles.json", "test_puzzles.json")
+    modes = ["fixed", "adaptive"] if args.halting == "both" else [args.halting]
+    out_root = Path(args.out) if args.out else first.workdir / "eval"
+    name = f"ensemble_{'+'.join(map(str, steps))}" if steps else f"step_{first.step}"
+    verbose = not args.quiet
+
+    per_step: dict[int, dict[str, SplitResult]] = {}
+    for s in steps or [first.step]:
+        trm = inference.load(source, s, ema=args.ema)
+        if verbose:
+            print(
+                f"Evaluating {trm!r} on {data_dir}/{split} ({meta.num_examples} examples, "
+                f"batch {batch_size})",
+                file=sys.stderr,
+                flush=True,
+            )
+        per_step[s] = {}
+        for mode in modes:
+            voter = None
+            if is_arc:
+                from trm_jax.arc_scoring import ArcVoter
+
+                voter = ArcVoter(identifiers)
+            per_step[s][mode] = evaluate_split(
+                trm,
+                data_dir,
+                split,
+                adaptive=mode == "adaptive",
+                batch_size=batch_size,
+                max_examples=args.max_examples,
+                voter=voter,
+                keep_predictions=args.save_preds,
+                progress_label=f"step {s} {mode}" if verbose else None,
+            )
+        weights = "ema" if trm.use_ema else "raw"
+        halt_max_steps = trm.model_config.halt_max_steps
+
+    results = {}
+    for mode in modes:
+        runs = [per_step[s][mode] for s in per_step]
+        # Reference metrics: averaged over checkpoints for an ensemble (each is listed too).
+        metrics = {
+            k: float(np.mean([r.metrics[k] for r in runs])) for k in runs[0].metrics if k != "count"
+        }
+        metrics["count"] = runs[0].metrics.get("count", 0.0)
+        submission = None
+        per_checkpoint = {str(r.step): dict(r.metrics) for r in runs}
+        if is_arc:
+            for r in runs:
+                per_checkpoint[str(r.step)].update(arc_score([r.voter], test_puzzles)[0])
+            arc_metrics, submission = arc_score([r.voter for r in runs], test_puzzles)
+            metrics.update(arc_metrics)
+        head = headline_name(is_arc)
+        out_dir = out_root / name / f"{split}_{mode}"
+        record = {
+            "checkpoint": str(first.path) if not steps else None,
+            "workdir": str(first.workdir),
+            "steps": list(per_step),
+            "dataset": os.path.abspath(data_dir),
+            "split": split,
+            "halting": mode,
+            "weights": weights,
+            "batch_size": batch_size,
+            "examples": runs[0].examples,
+            "halt_max_steps": halt_max_steps,
+            "headline": {"metric": head, "value": metrics.get(head)},
+            "metrics": metrics,
+            "per_checkpoint": per_checkpoint,
+            "seconds": sum(r.seconds for r in runs),
+        }
+        _write_json(out_dir / "metrics.json", record)
+        if submission is not None:
+            _write_json(out_dir / "submission.json", submission)
+        if args.save_preds:
+            for r in runs:
+                fname = "predictions.npz" if not steps else f"predictions_step_{r.step}.npz"
+                _write_npz(out_dir / fname, r.predictions)
+        record["out_dir"] = str(out_dir)
+        results[mode] = record
+    return results
+
+
+def report(results: dict) -> str:
+    first = next(iter(results.values()))
+    is_arc = first["headline"]["metric"].startswith("ARC")
+    rows = [dict(label=mode, **r["metrics"]) for mode, r in results.items()]
+    where = first["checkpoint"] or f"{first['workdir']} steps {first['steps']} (ARC votes pooled)"
+    lines = [
+        f"{where} ({first['weights']} weights) on {first['dataset']} split {first['split']}: "
+        f"{first['examples']} examples",
+        format_table(rows, is_arc, first["halt_max_steps"]),
+    ]
+    if is_arc and len(first["steps"]) > 1:
+        for mode, r in results.items():
+            each = ", ".join(
+                f"step {s}: {m['ARC/pass@2']:.4f}" for s, m in r["per_checkpoint"].items()
+            )
+            lines.append(f"{mode}: ARC/pass@2 per checkpoint: {each}")
+    for mode, r in results.items():
+        h = r["headline"]
+        lines.append(f"{mode}: {h['metric']} = {h['value']:.4f}; results in {r['out_dir']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trm_jax.sharding import MeshError
+
+    try:
+        results = run(args)
+    except (CheckpointError, DatasetError, EvalError, MeshError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

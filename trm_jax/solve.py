@@ -1,0 +1,322 @@
+"""python -m trm_jax.solve --workdir DIR | --checkpoint PATH  --sudoku "<81 chars>" | ...
+
+Solves puzzles with a trained checkpoint and shows how the answer was refined:
+
+    --sudoku "<81 chars>"   one Sudoku ('.' or '0' blank)
+    --file F               one puzzle per line (Sudoku: 81 characters; maze: 900)
+    --maze FILE            a maze as text: 30 lines of 30 characters over '#', ' ', 'S', 'G'
+    --arc-task FILE.json   a Kaggle ARC task ({"train": [...], "test": [...]}, or a file of
+                           {task_id: task}); its test inputs are solved
+
+``--halting fixed`` (default, the reference) answers with the last of the ``halt_max_steps``
+supervision steps; ``--halting adaptive`` with the first step whose q_halt > 0. The answer is
+printed as a grid; for Sudoku with whether it is a valid solution that keeps the givens, for
+mazes whether it marks a shortest S-G path, for ARC whether it equals the task's expected output
+when the file has one. ``--trace`` prints the decoded prediction and q_halt after each step;
+``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>`` before its extension when
+there are several puzzles).
+
+ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
+task not seen in training gets the blank row 0, with a warning (expect a poor answer).
+Puzzles run in batches of ``--batch-size`` (default: the number of puzzles, at most the run's
+evaluation batch); with the same batch size the answers equal those ``trm_jax.evaluate`` scores.
+
+Bad input (a malformed or contradictory puzzle, a missing or foreign checkpoint, a puzzle of
+another kind than the checkpoint's) stops with one sentence and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from trm_jax.checkpoint import CheckpointError
+
+
+class InputError(ValueError):
+    """Bad user input (one sentence naming the input)."""
+
+
+@dataclasses.dataclass
+class Puzzle:
+    label: str  # names the input in messages ("--sudoku", "F line 3", "task.json test 1")
+    value: object  # what TRM.encode takes
+    name: str | None = None  # ARC task id (puzzle embedding)
+    expected: np.ndarray | None = None  # known answer (ARC test output)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line on stderr, exit status 2
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m trm_jax.solve",
+        description="Solve puzzles with a trained TRM and show the refinement.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--workdir", help="training work dir (latest checkpoint unless --step)")
+    where.add_argument("--checkpoint", help="a checkpoint directory .../checkpoints/<N>")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step in --workdir")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sudoku", help="an 81-character Sudoku ('.' or '0' for blanks)")
+    what.add_argument("--file", help="puzzles, one per line")
+    what.add_argument("--maze", help="a maze text file (30 lines of '#', ' ', 'S', 'G')")
+    what.add_argument("--arc-task", help="a Kaggle ARC task JSON file")
+    p.add_argument("--halting", choices=("fixed", "adaptive"), default="fixed")
+    p.add_argument("--trace", action="store_true", help="print every supervision step")
+    p.add_argument("--png", default=None, help="draw the refinement strip to this PNG")
+    p.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the EMA weights (default: when the run trained with train.ema)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="puzzles per compiled batch")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Reading inputs (validated before any weights are loaded)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist.") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a directory, not a file.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not a UTF-8 text file.") from None
+
+
+def _arc_tasks(path: str) -> list[tuple[str, dict]]:
+    text = _read_text(path, "ARC task file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}).") from None
+    if isinstance(data, dict) and "test" in data:
+        return [(Path(path).stem, data)]
+    if (
+        isinstance(data, dict)
+        and data
+        and all(isinstance(v, dict) and "test" in v for v in data.values())
+    ):
+        return list(data.items())
+    raise InputError(
+        f'{path} is not a Kaggle ARC task: expected {{"train": [...], "test": [...]}} or '
+        "{task_id: task}."
+    )
+
+
+def read_puzzles(args: argparse.Namespace, task: str | None) -> tuple[str, list[Puzzle]]:
+    """(puzzle kind, puzzles) from the command line."""
+    if args.sudoku is not None:
+        return "sudoku", [Puzzle("--sudoku", args.sudoku)]
+    if args.maze is not None:
+        return "maze", [Puzzle(f"--maze {args.maze}", _read_text(args.maze, "maze file"))]
+    if args.arc_task is not None:
+        puzzles = []
+        for tid, t in _arc_tasks(args.arc_task):
+            tests = t.get("test")
+            if not isinstance(tests, list) or not tests:
+                raise InputError(f"{args.arc_task}: task {tid} has no test inputs.")
+            for i, pair in enumerate(tests, 1):
+                label = f"{args.arc_task} task {tid} test {i}"
+                if not isinstance(pair, dict) or "input" not in pair:
+                    raise InputError(f"{label} has no 'input' grid.")
+                expected = pair.get("output")
+                puzzles.append(Puzzle(label, pair["input"], tid, expected))
+        return "arc", puzzles
+    text = _read_text(args.file, "puzzle file")
+    lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(text.splitlines(), 1)]
+    puzzles = [Puzzle(f"{args.file} line {n}", s) for n, s in lines if s.strip()]
+    if not puzzles:
+        raise InputError(f"puzzle file {args.file} holds no puzzles.")
+    if task not in ("sudoku", "maze"):
+        raise InputError(
+            "--file takes Sudoku or maze puzzles, one per line; use --arc-task for ARC tasks."
+        )
+    return task, puzzles
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+
+
+def format_grid(grid: np.ndarray, task: str) -> list[str]:
+    g = np.asarray(grid)
+    if task == "sudoku":
+        rows = []
+        for r in range(9):
+            cells = ["." if d == 0 else str(int(d)) for d in g[r]]
+            rows.append(" | ".join(" ".join(cells[i : i + 3]) for i in (0, 3, 6)))
+            if r in (2, 5):
+                rows.append("------+-------+------")
+        return rows
+    if task == "maze":
+        return ["".join(row) for row in g]
+    if g.size == 0:
+        return ["(empty grid)"]
+    return [" ".join(str(int(v)) for v in row) for row in g]
+
+
+def _side_by_side(left: list[str], right: list[str], gap: str = "    ") -> list[str]:
+    w = max(len(s) for s in left)
+    n = max(len(left), len(right))
+    left = left + [""] * (n - len(left))
+    right = right + [""] * (n - len(right))
+    return [f"{a.ljust(w)}{gap}{b}".rstrip() for a, b in zip(left, right)]
+
+
+def _verdict(task: str, puzzle_grid: np.ndarray, answer: np.ndarray, p: Puzzle) -> str | None:
+    from trm_jax import inference as inf
+
+    if task == "sudoku":
+        ok = inf.sudoku_is_solution(puzzle_grid, answer)
+        return f"valid solution that keeps the givens: {'yes' if ok else 'no'}"
+    if task == "maze":
+        ok, why = inf.maze_answer_report(puzzle_grid, answer)
+        return f"shortest path: {'yes' if ok else 'no'} ({why})"
+    if p.expected is not None:
+        same = np.array_equal(np.asarray(p.expected), answer)
+        return f"matches the expected output: {'yes' if same else 'no'}"
+    return None
+
+
+def _png_path(base: str, i: int, n: int) -> str:
+    if n == 1:
+        return base
+    root, ext = os.path.splitext(base)
+    return f"{root}_{i}{ext or '.png'}"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def run(args: argparse.Namespace) -> int:
+    from trm_jax import inference as inf
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    info = inf.locate(args.workdir or args.checkpoint, args.step)
+    task, puzzles = read_puzzles(args, info.task)
+    # Check each puzzle on its own terms first, then that it fits the checkpoint.
+    side = int(np.sqrt(info.model_config.seq_len)) if info.task == "maze" else 30
+    tokens = []
+    for p in puzzles:
+        try:
+            if task == "sudoku":
+                t = inf.encode_sudoku(p.value)
+            elif task == "maze":
+                t = inf.encode_maze(p.value, side)
+            else:
+                from trm_jax.data import tokens as tok
+
+                t = tok.arc_grid_to_tokens(p.value)
+                if p.expected is not None:
+                    p.expected = tok.check_arc_grid(p.expected, "expected output")
+        except ValueError as e:
+            raise InputError(f"{p.label}: {e}") from None
+        tokens.append(t.astype(np.int32))
+    if info.task != task:
+        raise InputError(inf.mismatch_message(info, task, puzzles[0].label))
+
+    trm = inf.load(info.path, ema=args.ema)
+    ids, warned = [], set()
+    for p in puzzles:
+        row, warning = trm.puzzle_id(p.name)
+        if warning and p.name not in warned:
+            warned.add(p.name)
+            print(f"warning: {warning}", file=sys.stderr)
+        ids.append(row)
+    eval_batch = int(
+        trm.config.data.get("eval_global_batch_size", 0) or trm.config.data.get("global_batch_size")
+    )
+    batch_size = args.batch_size or min(len(puzzles), max(eval_batch, 1))
+    preds, q = trm.solve_tokens(np.stack(tokens), np.asarray(ids), batch_size)
+    halts = inf.halt_steps(q, args.halting)
+    N = trm.model_config.halt_max_steps
+    print(f"{trm!r}, halting {args.halting}")
+    for i, p in enumerate(puzzles):
+        puzzle_grid = trm.decode(tokens[i])
+        frames = [trm.decode(x) for x in preds[:, i]]
+        k = int(halts[i])
+        answer = frames[k - 1]
+        qk = float(q[k - 1, i])
+        head = (
+            f"{p.label}: answer from step {k} of {N} (q_halt {qk:+.2f}, "
+            f"halt probability {1 / (1 + np.exp(-qk)):.3f})"
+        )
+        print()
+        print(head)
+        if task == "sudoku":
+            body = _side_by_side(
+                ["puzzle"] + format_grid(puzzle_grid, task), ["answer"] + format_grid(answer, task)
+            )
+        elif task == "arc":
+            body = ["input"] + format_grid(puzzle_grid, task) + ["answer"]
+            body += format_grid(answer, task)
+        else:
+            body = format_grid(answer, task)
+        print("\n".join(body))
+        if task == "sudoku":
+            print("answer: " + "".join(str(int(d)) if d else "." for d in answer.reshape(-1)))
+        verdict = _verdict(task, puzzle_grid, answer, p)
+        if verdict:
+            print(verdict)
+        if args.trace:
+            for s, frame in enumerate(frames, 1):
+                qs = float(q[s - 1, i])
+                prev = puzzle_grid if s == 1 else frames[s - 2]
+                same_shape = np.shape(prev) == np.shape(frame)
+                n_changed = int((prev != frame).sum()) if same_shape else "all"
+                print(
+                    f"  step {s}: q_halt {qs:+.3f} (sigmoid {1 / (1 + np.exp(-qs)):.3f}), "
+                    f"{n_changed} cells changed" + ("  <- answer" if s == k else "")
+                )
+                if task == "sudoku":
+                    print("    " + "".join(str(int(d)) if d else "." for d in frame.reshape(-1)))
+                else:
+                    print("\n".join("    " + r for r in format_grid(frame, task)))
+        if args.png:
+            from trm_jax import viz
+
+            trace = inf.Trace(puzzle_grid, frames, q[:, i], k)
+            title = (
+                f"{inf.TASK_NAMES[task]} {p.label}, checkpoint step {trm.step}, "
+                f"{args.halting} halting"
+            )
+            out = viz.save_refinement(
+                _png_path(args.png, i + 1, len(puzzles)), trace, task, title=title
+            )
+            print(f"refinement strip: {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trm_jax.inference import PuzzleError
+
+    try:
+        return run(args)
+    except (InputError, CheckpointError, PuzzleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
