@@ -40,6 +40,7 @@ TINY_TRAIN = dict(
     epochs=1,
     eval_interval=1,
     max_steps=0,
+    time_budget_s=0.0,
     lr=1e-3,
     lr_min_ratio=1.0,
     lr_warmup_steps=2,

@@ -75,6 +75,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_interval = 10000
     # Stop after this many optimizer steps even if epochs are left (0: no limit).
     c.train.max_steps = 0
+    # Stop training after this many seconds of wall-clock time, then evaluate and save (0: no
+    # limit). A run stopped this way ends at a machine-dependent step.
+    c.train.time_budget_s = 0.0
     c.train.lr = 1e-4
     c.train.lr_min_ratio = 1.0
     c.train.lr_warmup_steps = 2000
@@ -120,6 +123,7 @@ class TrainConfig:
     epochs: int
     eval_interval: int
     max_steps: int
+    time_budget_s: float
     lr: float
     lr_min_ratio: float
     lr_warmup_steps: int

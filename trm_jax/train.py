@@ -265,7 +265,22 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
     def save(step, metrics=None):
         ckpt.save(manager, step, state, data.get_state(), run_meta, metrics)
 
+    budget = float(tcfg.time_budget_s or 0.0)
     while step < total_steps:
+        if budget and time.time() - t_start > budget and step > int(latest or 0):
+            progress.newline()
+            if verbose and jax.process_index() == 0:
+                print(f"Time budget of {budget:.0f} s reached at step {step}.", flush=True)
+            if not eval_metrics or last_good != step:
+                eval_metrics = run_eval(p_eval, state, config, mesh, tcfg.ema)
+                if verbose and jax.process_index() == 0:
+                    shown = " ".join(f"{k} {v:.4f}" for k, v in sorted(eval_metrics.items()))
+                    print(f"eval @ step {step}: {shown}", flush=True)
+                if writer:
+                    for k, v in eval_metrics.items():
+                        writer.add_scalar(f"eval/{k}", v, step)
+                save(step, {"exact_accuracy": eval_metrics.get("exact_accuracy", 0.0)})
+            break
         local = next(data)
         batch = shd.global_batch(local, mesh)
         state, metrics = p_train(state, batch)
