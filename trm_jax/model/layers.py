@@ -3,13 +3,20 @@
 Parameters are float32; every matmul casts its weight to the activation dtype (``forward_dtype``),
 as the reference's CastedLinear does. RMSNorm and RoPE run in float32 internally.
 
+Blocks take the residual stream either as [B, S, D] or, inside the recursion, sequence-major as
+[S, B, D] (``seq_major=True``). In that layout every matmul is a plain 2-D one: the channel MLP
+and the projections act on [S*B, D], and the token-mixing MLP (``mlp_t``) acts from the left on
+[S, B*D], so the recursion needs no transposes.
+
 Shape letters: B batch, S sequence (puzzle prefix + grid), D hidden, H heads, K head dim,
-I SwiGLU inner width, V vocabulary.
+I SwiGLU inner width, V vocabulary, N any number of columns, F features.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -49,10 +56,46 @@ def silu(x: jax.Array) -> jax.Array:
     return x / (1.0 + jnp.exp(-x))
 
 
-def _dot(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
-    """x [..., in] @ kernel [in, out] in ``dtype``, flattened to 2-D (much faster on XLA:CPU)."""
-    x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
-    y = jnp.dot(x2, kernel.astype(dtype))
+@functools.cache
+def _cpu_lacks_bf16_matmul() -> bool:
+    """True on a CPU without AMX-BF16 or AVX512-BF16 (Linux flags; other systems: True)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(re.search(r"^flags\s*:(.*)$", f.read(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        return True
+    return not flags & {"amx_bf16", "avx512_bf16"}
+
+
+def matmul_dtype(dtype):
+    """The dtype a matmul of ``dtype`` operands runs in.
+
+    bfloat16 products are exact in float32, so a float32 matmul of bf16 values rounded back to
+    bf16 IS a bf16 matmul with float32 accumulation. XLA:CPU runs float32 GEMMs faster than
+    bf16 ones (1.5-2x) on CPUs without bf16 units, so there bf16 matmuls are upcast; GPUs, TPUs
+    and CPUs with AMX keep native bf16 operands.
+    """
+    if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+        if _cpu_lacks_bf16_matmul():
+            return jnp.float32
+    return dtype
+
+
+def _dot(x: jax.Array, kernel: jax.Array, dtype, feature_axis: int = -1) -> jax.Array:
+    """Apply kernel [in, out] to the features of x in ``dtype``, as one 2-D matmul.
+
+    ``feature_axis=-1``: x [..., in] -> [..., out] (x @ kernel; flattening to 2-D is much faster
+    on XLA:CPU). ``feature_axis=0``: x [in, N] -> [out, N] (kernel^T @ x, no transpose of x).
+    Operands are rounded to ``dtype`` (as the reference's casts) and multiplied in
+    :func:`matmul_dtype`.
+    """
+    mm = matmul_dtype(dtype)
+    k = kernel.astype(dtype).astype(mm)
+    if feature_axis == 0:
+        y = jax.lax.dot_general(k, x.astype(dtype).astype(mm), (((0,), (0,)), ((), ())))
+        return y.astype(dtype)
+    x2 = x.reshape(-1, x.shape[-1]).astype(dtype).astype(mm)
+    y = jnp.dot(x2, k).astype(dtype)
     return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
@@ -66,12 +109,14 @@ class Linear(nn.Module):
     bias_init: object = nn.initializers.zeros
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-        y = _dot(x, kernel, self.dtype)
+    def __call__(self, x: jax.Array, feature_axis: int = -1) -> jax.Array:
+        """x [..., in] -> [..., out]; or x [in, N] -> [out, N] with ``feature_axis=0``."""
+        in_features = x.shape[feature_axis]
+        kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
+        y = _dot(x, kernel, self.dtype, feature_axis)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-            y = y + bias.astype(self.dtype)
+            y = y + (bias[:, None] if feature_axis == 0 else bias).astype(self.dtype)
         return y
 
 
@@ -87,12 +132,14 @@ class SplitLinear(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    def __call__(self, x: jax.Array, feature_axis: int = -1) -> tuple[jax.Array, ...]:
+        """One output per part, as :class:`Linear` (``feature_axis`` -1 or 0)."""
         total = sum(self.parts)
-        kernel = self.param("kernel", lecun_truncated_normal, (x.shape[-1], total), jnp.float32)
+        shape = (x.shape[feature_axis], total)
+        kernel = self.param("kernel", lecun_truncated_normal, shape, jnp.float32)
         outs, start = [], 0
         for width in self.parts:
-            outs.append(_dot(x, kernel[:, start : start + width], self.dtype))
+            outs.append(_dot(x, kernel[:, start : start + width], self.dtype, feature_axis))
             start += width
         return tuple(outs)
 
@@ -120,13 +167,18 @@ class SwiGLU(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, feature_axis: int = -1) -> jax.Array:
+        """x [..., F] -> [..., F]; or x [F, N] -> [F, N] with ``feature_axis=0``."""
+        gate_up = SplitLinear((self.inner, self.inner), self.dtype, name="gate_up_proj")
+        down = Linear(x.shape[feature_axis], self.dtype, name="down_proj")
+        if feature_axis == 0:
+            gate_IxN, up_IxN = gate_up(x, feature_axis=0)
+            return down(silu(gate_IxN) * up_IxN, feature_axis=0)
         # Everything on a 2-D [tokens, features] view: XLA:CPU fuses the elementwise SiLU
         # product about 2x faster on 2-D arrays than on [B, S, I] ones.
-        x2 = x.reshape(-1, x.shape[-1])
-        gate, up = SplitLinear((self.inner, self.inner), self.dtype, name="gate_up_proj")(x2)
-        out = Linear(x.shape[-1], self.dtype, name="down_proj")(silu(gate) * up)
-        return out.reshape(x.shape)
+        x_NxF = x.reshape(-1, x.shape[-1])
+        gate_NxI, up_NxI = gate_up(x_NxF)
+        return down(silu(gate_NxI) * up_NxI).reshape(x.shape)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -139,12 +191,15 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, j
 
 def apply_rope(x_BxSxHxK: jax.Array, cos_SxK: jax.Array, sin_SxK: jax.Array) -> jax.Array:
     """q*cos + rotate_half(q)*sin in float32 with rotate_half(x) = concat(-x2, x1)."""
-    x = x_BxSxHxK.astype(jnp.promote_types(x_BxSxHxK.dtype, jnp.float32))
-    x1, x2 = jnp.split(x, 2, axis=-1)
+    return _rope(x_BxSxHxK, cos_SxK[None, :, None, :], sin_SxK[None, :, None, :])
+
+
+def _rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """RoPE with cos and sin already broadcastable to x [..., K]."""
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    x1, x2 = jnp.split(x32, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    cos = cos_SxK[None, :, None, :]
-    sin = sin_SxK[None, :, None, :]
-    return (x * cos + rotated * sin).astype(x_BxSxHxK.dtype)
+    return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
 class Attention(nn.Module):
@@ -159,20 +214,34 @@ class Attention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h_BxSxD: jax.Array, rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
-        B, S, D = h_BxSxD.shape
+    def __call__(
+        self, h: jax.Array, rope: tuple[jax.Array, jax.Array] | None, seq_major: bool = False
+    ) -> jax.Array:
+        """h [B, S, D] -> [B, S, D]; or [S, B, D] -> [S, B, D] with ``seq_major``."""
+        D = h.shape[-1]
         H, K = self.num_heads, self.head_dim
-        q, k, v = SplitLinear((H * K,) * 3, self.dtype, name="qkv_proj")(h_BxSxD)
-        q_BxSxHxK, k_BxSxHxK, v_BxSxHxK = (t.reshape(B, S, H, K) for t in (q, k, v))
+        q, k, v = SplitLinear((H * K,) * 3, self.dtype, name="qkv_proj")(h)
+        # Heads-major [B, H, S, K] for the two batched matmuls: XLA:CPU runs them about twice
+        # as fast on contiguous per-head blocks as on strided views of the token layout.
+        to_heads, from_heads = ((1, 2, 0, 3), (2, 0, 1, 3)) if seq_major else ((0, 2, 1, 3),) * 2
+        q_BxHxSxK, k_BxHxSxK, v_BxHxSxK = (
+            jnp.transpose(t.reshape(h.shape[:2] + (H, K)), to_heads) for t in (q, k, v)
+        )
         if rope is not None:
-            q_BxSxHxK = apply_rope(q_BxSxHxK, *rope)
-            k_BxSxHxK = apply_rope(k_BxSxHxK, *rope)
+            cos_SxK, sin_SxK = rope
+            q_BxHxSxK = _rope(q_BxHxSxK, cos_SxK, sin_SxK)
+            k_BxHxSxK = _rope(k_BxHxSxK, cos_SxK, sin_SxK)
+        mm = matmul_dtype(self.dtype)
         scores_BxHxSxS = jnp.einsum(
-            "bqhk,bshk->bhqs", q_BxSxHxK, k_BxSxHxK, preferred_element_type=jnp.float32
+            "bhtk,bhsk->bhts",
+            q_BxHxSxK.astype(mm),
+            k_BxHxSxK.astype(mm),
+            preferred_element_type=jnp.float32,
         ) * (1.0 / math.sqrt(K))
-        probs = jax.nn.softmax(scores_BxHxSxS, axis=-1).astype(self.dtype)
-        out_BxSxHxK = jnp.einsum("bhqs,bshk->bqhk", probs, v_BxSxHxK)
-        return Linear(D, self.dtype, name="o_proj")(out_BxSxHxK.reshape(B, S, H * K))
+        probs_BxHxSxS = jax.nn.softmax(scores_BxHxSxS, axis=-1).astype(self.dtype)
+        out_BxHxSxK = jnp.einsum("bhts,bhsk->bhtk", probs_BxHxSxS.astype(mm), v_BxHxSxK.astype(mm))
+        out = jnp.transpose(out_BxHxSxK.astype(self.dtype), from_heads)
+        return Linear(D, self.dtype, name="o_proj")(out.reshape(h.shape[:2] + (H * K,)))
 
 
 class Block(nn.Module):
@@ -186,17 +255,25 @@ class Block(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, h_BxSxD: jax.Array, rope) -> jax.Array:
+    def __call__(self, h: jax.Array, rope, seq_major: bool = False) -> jax.Array:
+        """h [B, S, D] -> [B, S, D]; or [S, B, D] -> [S, B, D] with ``seq_major``."""
         if self.mlp_t_inner is not None:
-            # Token mixing: SwiGLU across S; this norm also runs over S, before transposing back.
-            h_BxDxS = jnp.swapaxes(h_BxSxD, 1, 2)
-            mixed = SwiGLU(self.mlp_t_inner, self.dtype, name="mlp_t")(h_BxDxS)
-            h_BxSxD = jnp.swapaxes(rms_norm(h_BxDxS + mixed, self.eps), 1, 2)
+            # Token mixing: SwiGLU across S; this norm also runs over S.
+            mlp_t = SwiGLU(self.mlp_t_inner, self.dtype, name="mlp_t")
+            if seq_major:
+                # [S, B*D]: the token MLP is a matmul from the left; no transposes.
+                S, B, D = h.shape
+                h_SxN = h.reshape(S, B * D)
+                h_SxN = rms_norm(h_SxN + mlp_t(h_SxN, feature_axis=0), self.eps, axis=0)
+                h = h_SxN.reshape(S, B, D)
+            else:
+                h_BxDxS = jnp.swapaxes(h, 1, 2)
+                h = jnp.swapaxes(rms_norm(h_BxDxS + mlp_t(h_BxDxS), self.eps), 1, 2)
         else:
             attn = Attention(self.num_heads, self.head_dim, self.dtype, name="self_attn")
-            h_BxSxD = rms_norm(h_BxSxD + attn(h_BxSxD, rope), self.eps)
+            h = rms_norm(h + attn(h, rope, seq_major), self.eps)
         mlp = SwiGLU(self.mlp_inner, self.dtype, name="mlp")
-        return rms_norm(h_BxSxD + mlp(h_BxSxD), self.eps)
+        return rms_norm(h + mlp(h), self.eps)
 
 
 class ReasoningModule(nn.Module):
@@ -212,12 +289,16 @@ class ReasoningModule(nn.Module):
     remat_blocks: bool = False
 
     @nn.compact
-    def __call__(self, h_BxSxD: jax.Array, injection: jax.Array | None, rope) -> jax.Array:
+    def __call__(
+        self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
+    ) -> jax.Array:
+        """h, injection [B, S, D]; or [S, B, D] with ``seq_major`` (see :class:`Block`)."""
         if injection is not None:
-            h_BxSxD = h_BxSxD + injection
-        block_cls = nn.remat(Block, static_argnums=()) if self.remat_blocks else Block
+            h = h + injection
+        # seq_major (argument 3, counting self) is a Python bool: static under remat.
+        block_cls = nn.remat(Block, static_argnums=(3,)) if self.remat_blocks else Block
         for i in range(self.num_layers):
-            h_BxSxD = block_cls(
+            h = block_cls(
                 self.num_heads,
                 self.head_dim,
                 self.mlp_inner,
@@ -225,5 +306,5 @@ class ReasoningModule(nn.Module):
                 self.eps,
                 self.dtype,
                 name=f"layers_{i}",
-            )(h_BxSxD, rope)
-        return h_BxSxD
+            )(h, rope, seq_major)
+        return h

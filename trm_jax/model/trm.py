@@ -110,11 +110,17 @@ class TRMModel(nn.Module):
             return None
         return rope_tables(cfg.total_len, cfg.head_dim, cfg.rope_theta)
 
-    def L_net(self, h: jax.Array, injection: jax.Array | None, rope) -> jax.Array:
-        return self.L_level(h, injection, rope)
+    def L_net(
+        self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
+    ) -> jax.Array:
+        """The latent net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
+        return self.L_level(h, injection, rope, seq_major)
 
-    def H_net(self, h: jax.Array, injection: jax.Array | None, rope) -> jax.Array:
-        return self.H_level(h, injection, rope)
+    def H_net(
+        self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
+    ) -> jax.Array:
+        """The high-level net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
+        return self.H_level(h, injection, rope, seq_major)
 
     def heads(self, z_BxSxD: jax.Array):
         """logits [B, L, V] (prefix dropped) and float32 q_halt, q_continue [B]."""
@@ -163,8 +169,15 @@ def _scan(f, init, length: int, unroll: int):
     return out
 
 
-def _remat_cycle(cfg: ModelConfig, fn):
-    return jax.checkpoint(fn) if cfg.remat == "full" else fn
+def _scan_over(f, init, xs: jax.Array, unroll: int):
+    """``carry = f(carry, x)`` for each x of ``xs`` under lax.scan."""
+    length = xs.shape[0]
+    if length == 0:
+        return init
+    out, _ = jax.lax.scan(
+        lambda c, x: (f(c, x), None), init, xs, unroll=max(1, min(unroll, length))
+    )
+    return out
 
 
 def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) -> Latents:
@@ -173,30 +186,59 @@ def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) ->
     Gradient flows only through the last H cycle (TRM) or the last L and H update (HRM); the
     warm-up cycles run under ``stop_gradient``. The incoming latents get no gradient either.
     """
+    # The recursion runs sequence-major ([S, B, D]: every matmul is 2-D and the token MLP needs
+    # no transposes, see layers.py); only its inputs and outputs are transposed.
+    z_SxBxD = tuple(jnp.swapaxes(jax.lax.stop_gradient(t), 0, 1) for t in z)
+    x_SxBxD = jnp.swapaxes(x_BxSxD, 0, 1)
+    z_SxBxD = _recursion(model, variables, z_SxBxD, x_SxBxD)
+    return tuple(jnp.swapaxes(t, 0, 1) for t in z_SxBxD)
+
+
+def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> Latents:
+    """:func:`inner_forward` on sequence-major latents and input (all [S, B, D])."""
     cfg = model.cfg
     rope = _apply(model, variables, TRMModel.rope)
     unroll = cfg.scan_unroll
-    z = tuple(jax.lax.stop_gradient(t) for t in z)
 
     def L(h, inj):
-        return _apply(model, variables, TRMModel.L_net, h, inj, rope)
+        return _apply(model, variables, TRMModel.L_net, h, inj, rope, True)
 
     def H(h, inj):
-        return _apply(model, variables, TRMModel.H_net, h, inj, rope)
+        return _apply(model, variables, TRMModel.H_net, h, inj, rope, True)
+
+    # remat "full": the graded nets keep only their inputs for the backward pass and recompute
+    # everything else (checkpointing the whole cycle instead would store the same residuals
+    # again when it is recomputed: no memory saved). "block" is handled inside the module.
+    full_remat = cfg.remat == "full"
+    L_graded = jax.checkpoint(L) if full_remat else L
+    H_graded = jax.checkpoint(H) if full_remat else H
 
     if cfg.arch == "trm":
+        # A cycle is L_cycles latent updates z_L = net(z_L, z_H + x), then one answer update
+        # z_H = net(z_H, z_L): written as ONE scan over L_cycles + 1 steps that applies the net
+        # once per step to selected inputs, so XLA compiles the net once per scan rather than
+        # twice, and the warm-up is one flat scan. Selecting is exact: same values as the
+        # reference's nested loops.
+        def step(net):
+            def apply(zs, is_latent):
+                zH, zL = zs
+                h = jnp.where(is_latent, zL, zH)
+                out = net(h, jnp.where(is_latent, zH + x_SxBxD, zL))
+                return jnp.where(is_latent, zH, out), jnp.where(is_latent, out, zL)
 
-        def cycle(zs):
-            zH, zL = zs
-            zL = _scan(lambda zl: L(zl, zH + x_BxSxD), zL, cfg.L_cycles, unroll)
-            return L(zH, zL), zL
+            return apply
 
-    elif cfg.arch == "trm_singlez":
+        is_latent = jnp.arange(cfg.L_cycles + 1) < cfg.L_cycles
+        warm_up = jnp.tile(is_latent, cfg.H_cycles - 1)
+        z = jax.lax.stop_gradient(_scan_over(step(L), z, warm_up, unroll))
+        return tuple(_scan_over(step(L_graded), z, is_latent, unroll))
 
-        def cycle(zs):
+    if cfg.arch == "trm_singlez":
+
+        def cycle(zs, net):
             (zL,) = zs
-            zL = _scan(lambda zl: L(zl + x_BxSxD, None), zL, cfg.L_cycles, unroll)
-            return (L(zL, None),)
+            zL = _scan(lambda zl: net(zl + x_SxBxD, None), zL, cfg.L_cycles, unroll)
+            return (net(zL, None),)
 
     elif cfg.arch == "trm_hier6":
 
@@ -206,20 +248,20 @@ def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) ->
                 total = total + t
             return total
 
-        def cycle(zs):
+        def cycle(zs, net):
             zH, zLs = zs[0], list(zs[1:])
             # L step l overwrites latent l only; it reads the sum of all current latents.
             # Indexed by l, so unrolled in Python (at most num_latents = 6 steps).
             for l in range(cfg.L_cycles):
-                zLs[l] = L(latent_sum(zLs), zH + x_BxSxD)
-            return (L(zH, latent_sum(zLs)), *zLs)
+                zLs[l] = net(latent_sum(zLs), zH + x_SxBxD)
+            return (net(zH, latent_sum(zLs)), *zLs)
 
     elif cfg.arch == "hrm":
 
         def hrm_cycle(zs, last: bool):
             zH, zL = zs
             zL = _scan(
-                lambda zl: L(zl, zH + x_BxSxD), zL, cfg.L_cycles - (1 if last else 0), unroll
+                lambda zl: L(zl, zH + x_SxBxD), zL, cfg.L_cycles - (1 if last else 0), unroll
             )
             if last:
                 return zH, zL
@@ -228,17 +270,16 @@ def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) ->
         # Everything but the final L update and final H update runs without gradient.
         zs = _scan(lambda zs: hrm_cycle(zs, False), z, cfg.H_cycles - 1, unroll)
         zH, zL = jax.lax.stop_gradient(hrm_cycle(zs, True))
-        zL = L(zL, zH + x_BxSxD)
-        zH = H(zH, zL)
+        zL = L_graded(zL, zH + x_SxBxD)
+        zH = H_graded(zH, zL)
         return (zH, zL)
 
     else:  # transformer: one fully graded pass of the deep stack per ACT step.
-        return (H(z[0], x_BxSxD),)
+        return (H_graded(z[0], x_SxBxD),)
 
-    cycle = _remat_cycle(cfg, cycle)
-    z = _scan(cycle, z, cfg.H_cycles - 1, unroll)
+    z = _scan(lambda zs: cycle(zs, L), z, cfg.H_cycles - 1, unroll)
     z = jax.lax.stop_gradient(z)
-    return tuple(cycle(z))
+    return tuple(cycle(z, L_graded))
 
 
 def init_variables(model: TRMModel, rng: jax.Array, batch_size: int = 1):

@@ -1,0 +1,45 @@
+"""The transformer baseline (``transformer``) on Sudoku-Extreme, setup of configs/sudoku_mlp.py.
+
+One pass of an 8-block attention transformer per supervision step (H_layers 8, H_cycles 1, RoPE,
+12 heads of 42 at hidden 512: heads need not divide the width), the carried z_H as its only state,
+halting on q_halt > q_continue, no Q-continue target (reference §4, transformers_baseline.py).
+Data: as configs/sudoku_mlp.py.
+Train:
+    python -m trm_jax.train --config=configs/sudoku_transformer.py --workdir=runs/sudoku_transformer
+Ablation (scripts/ablate.py variant ``transformer``): see docs/ablation.md.
+Hardware: 1x L40S-class GPU (as configs/sudoku_mlp.py). Expected: no figure for this model in
+reference §7 (the papers' "direct prediction" baselines score near 0% on Sudoku-Extreme;
+unverified). 27,144,194 parameters; effective depth 8.
+"""
+
+from trm_jax.config import default_config
+
+
+def variant(c):
+    """A deep attention stack, one pass per supervision step; 3/2 the heads (12 at 8)."""
+    c.model.arch = "transformer"
+    c.model.H_layers = 4 * c.model.L_layers
+    c.model.H_cycles = 1
+    c.model.L_cycles = 1
+    c.model.num_heads = max(1, 3 * c.model.num_heads // 2)
+    c.model.mlp_t = False
+    c.model.pos_encodings = "rope"
+    return c
+
+
+def get_config():
+    c = default_config()
+    # The training setup of configs/sudoku_mlp.py.
+    c.data.path = "data/sudoku-extreme-1k"
+    c.model.mlp_t = True
+    c.model.pos_encodings = "none"
+    c.model.H_cycles = 3
+    c.model.L_cycles = 6
+    c.train.epochs = 50000
+    c.train.eval_interval = 5000
+    c.train.lr = 1e-4
+    c.train.puzzle_emb_lr = 1e-4
+    c.train.weight_decay = 1.0
+    c.train.puzzle_emb_weight_decay = 1.0
+    c.train.ema = True
+    return variant(c)
