@@ -7,7 +7,8 @@ Train:
     python -m trm_jax.train --config=configs/sudoku_hrm.py --workdir=runs/sudoku_hrm
 Ablation (scripts/ablate.py variant ``hrm``):
     python scripts/ablate.py --variants hrm --data data/sudoku-extreme-1k --hidden 512 \
-        --cycles 3,6 --batch 768 --lr 1e-4 --warmup-steps 2000 --ema --budget-steps 65104
+        --heads 8 --cycles 3,6 --batch 768 --lr 1e-4 --warmup-steps 2000 --ema \
+        --budget-steps 65104 --eval-examples 0
 Hardware: 1x L40S-class GPU (reference). Expected: 55.0% exact accuracy on Sudoku-Extreme test
 (HRM as reported in the TRM paper, reference §7); 27,275,266 parameters; effective depth 24 blocks
 per supervision step.

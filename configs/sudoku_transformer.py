@@ -16,12 +16,16 @@ from trm_jax.config import default_config
 
 
 def variant(c):
-    """A deep attention stack, one pass per supervision step; 3/2 the heads (12 at 8)."""
+    """A deep attention stack, one pass per supervision step; 3/2 the heads (12 at 8), fewer
+    where the head width would be odd (RoPE rotates pairs of features)."""
     c.model.arch = "transformer"
     c.model.H_layers = 4 * c.model.L_layers
     c.model.H_cycles = 1
     c.model.L_cycles = 1
-    c.model.num_heads = max(1, 3 * c.model.num_heads // 2)
+    heads = max(1, 3 * c.model.num_heads // 2)
+    while heads > 1 and (c.model.hidden_size // heads) % 2:
+        heads -= 1
+    c.model.num_heads = heads
     c.model.mlp_t = False
     c.model.pos_encodings = "rope"
     return c

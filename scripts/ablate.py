@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/ablate.py [--variants trm-mlp,hrm,...] [--out runs/ablation]
         [--data data/sudoku-cpu] [--budget-steps N | --budget-minutes M]
-        [--hidden 128] [--heads H] [--cycles 3,6] [--batch 64] [--halt-max-steps 16]
-        [--lr 3e-3] [--warmup-steps W] [--ema] [--eval-examples 0] [--dry-run] [--estimate]
+        [--hidden 64] [--heads H] [--cycles 3,6] [--batch 32] [--halt-max-steps 16]
+        [--lr 3e-3] [--warmup-steps W] [--ema] [--eval-examples 200] [--dry-run] [--estimate]
 
 Variants (each a config override on top of one base, the setup of configs/sudoku_mlp.py with the
 size flags applied; the overrides live in the config files named, so ``python -m trm_jax.train``
@@ -24,8 +24,8 @@ steps): ``--budget-steps N`` gives each N updates (the pseudocode variant takes 
 batches of up to halt_max_steps updates each); ``--budget-minutes M`` first times a few steps of
 each variant and gives it as many as fit in M minutes (compilation and evaluation not counted).
 Each is then scored on the same held-out puzzles (the first ``--eval-examples`` of the test split,
-0: all) with fixed halting (all halt_max_steps steps, the reference's metric) and adaptive halting
-(first step with q_halt > 0, giving the mean number of ACT steps used).
+default 200, 0: all) with fixed halting (all halt_max_steps steps, the reference's metric) and
+adaptive halting (first step with q_halt > 0, giving the mean number of ACT steps used).
 
 Written to ``--out``: ``<variant>/run`` (the trm_jax.train work dir), ``<variant>/plan.json``
 (the budget it got), ``<variant>/result.json``; ``ablation.md`` (the table), ``ablation.json`` and
@@ -35,8 +35,10 @@ same ``--out`` stop the run (use another ``--out``). ``--dry-run`` prints the pl
 effective depth, budget) without training; ``--estimate`` also times a few training steps and one
 evaluation batch of each variant and projects the wall time of the whole run.
 
-Paper scale on a GPU (reference §7; see docs/ablation.md): ``--data data/sudoku-extreme-1k
---hidden 512 --cycles 3,6 --batch 768 --lr 1e-4 --warmup-steps 2000 --ema --budget-steps 65104``.
+The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles: about an
+hour for all eight variants on 2 cores). Paper scale on a GPU (reference §7; docs/ablation.md):
+``--data data/sudoku-extreme-1k --hidden 512 --heads 8 --cycles 3,6 --batch 768 --lr 1e-4
+--warmup-steps 2000 --ema --budget-steps 65104 --eval-examples 0``.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def base_config(args):
     c.data.global_batch_size = args.batch
     c.model.hidden_size = args.hidden
     c.model.puzzle_emb_ndim = args.hidden
-    c.model.num_heads = args.heads or max(1, args.hidden // 64)
+    c.model.num_heads = args.heads or max(2, args.hidden // 64)
     c.model.H_cycles = h
     c.model.L_cycles = l
     c.model.halt_max_steps = args.halt_max_steps
@@ -213,12 +215,20 @@ def plan(args, meta=None) -> list[dict]:
             mcfg = model_config(c, meta)
         except config_lib.ConfigError as e:
             raise AblationError(f"variant {name}: {e}") from None
+        try:
+            params = count_params(mcfg)
+        except ValueError as e:  # shapes the model cannot take (e.g. an odd RoPE head width)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AblationError(
+                f"variant {name} cannot be built with hidden {mcfg.hidden_size} and "
+                f"{mcfg.num_heads} heads ({msg}); try other --hidden / --heads."
+            ) from None
         out.append(
             {
                 "variant": name,
                 "config": c,
                 "model": mcfg,
-                "params": count_params(mcfg),
+                "params": params,
                 "depth": mcfg.effective_depth,
             }
         )
@@ -636,10 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget-steps", type=int, default=300, help="optimizer updates per variant")
     b.add_argument("--budget-minutes", type=float, default=None, help="training minutes each")
     s = p.add_argument_group("model and training (common to all variants)")
-    s.add_argument("--hidden", type=int, default=128)
-    s.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden // 64)")
+    s.add_argument("--hidden", type=int, default=64)
+    s.add_argument("--heads", type=int, default=0, help="attention heads (0: max(2, hidden // 64))")
     s.add_argument("--cycles", default="3,6", help="T,n of the base TRM (H_cycles,L_cycles)")
-    s.add_argument("--batch", type=int, default=64, help="global training batch")
+    s.add_argument("--batch", type=int, default=32, help="global training batch")
     s.add_argument("--halt-max-steps", type=int, default=16, help="N_sup")
     s.add_argument("--lr", type=float, default=3e-3)
     s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the updates")
@@ -648,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: only at the end)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--eval-examples", type=int, default=0, help="test puzzles scored (0: all)")
+    e.add_argument("--eval-examples", type=int, default=200, help="test puzzles scored (0: all)")
     e.add_argument("--eval-batch", type=int, default=0, help="0: min(256, examples)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     p.add_argument("--estimate", action="store_true", help="time a few steps, project the run")

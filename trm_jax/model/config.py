@@ -83,6 +83,11 @@ class ModelConfig:
                 f"model.puzzle_emb_len {self.puzzle_emb_len} x hidden_size {self.hidden_size} "
                 f"cannot hold puzzle_emb_ndim {self.puzzle_emb_ndim} values."
             )
+        if self.pos_encodings == "rope" and not self.mlp_t and self.head_dim % 2:
+            raise ValueError(
+                f"RoPE needs an even head width; hidden_size {self.hidden_size} / num_heads "
+                f"{self.num_heads} gives {self.head_dim}."
+            )
         if self.arch == "transformer" and self.pos_encodings == "none":
             raise ValueError("The transformer baseline needs pos_encodings 'rope' or 'learned'.")
         if self.arch == "trm_hier6" and self.L_cycles > self.num_latents:
