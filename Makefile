@@ -12,6 +12,7 @@ help:
 	@echo "make test-slow  the slow tests (benchmarks, long training checks)"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make train-cpu  generate Sudoku puzzles and run the CPU main job (~15 min on 2 cores)"
+	@echo "               harder data: make train-cpu SUDOKU_GIVENS=34 SUDOKU_DATA=data/sudoku-34 SUDOKU_RUN=runs/sudoku-34"
 
 setup: $(STAMP)
 
@@ -35,12 +36,13 @@ test: setup lint
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
 
-SUDOKU_DATA ?= data/sudoku-cpu
-SUDOKU_RUN  ?= runs/sudoku-cpu
+SUDOKU_GIVENS ?= 45
+SUDOKU_DATA   ?= data/sudoku-cpu
+SUDOKU_RUN    ?= runs/sudoku-cpu
 
 $(SUDOKU_DATA)/train/dataset.json: | setup
 	$(PY) -m data_gen.sudoku build --out $(SUDOKU_DATA) --num-train 1000 --num-test 500 \
-		--givens 45 --seed 0
+		--givens $(SUDOKU_GIVENS) --seed 0
 
 train-cpu: setup $(SUDOKU_DATA)/train/dataset.json
 	$(PY) -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=$(SUDOKU_RUN) \

@@ -5,7 +5,8 @@ Command (README):
         --givens 45 --seed 0
     python -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=runs/sudoku-cpu
 
-Hardware: 2 CPU cores. Expected: see README ("The CPU main job") for measured accuracy.
+Hardware: 2 CPU cores (no AMX). Measured (README, "The CPU main job"): 13 minutes of training,
+~780 steps; held-out exact accuracy 95.2% on 45 givens, 39.8% on 34 givens.
 """
 
 from trm_jax.config import default_config
@@ -22,11 +23,18 @@ def get_config():
     c.model.hidden_size = 128
     c.model.num_heads = 4
     c.model.puzzle_emb_ndim = 128
-    c.model.H_cycles = 3
-    c.model.L_cycles = 6
+    # Two cycles of two L updates per supervision step (6 net applications instead of the
+    # reference's 21): on 2 cores each step is 2.7x cheaper, so 13 minutes buy ~2.5x more
+    # optimizer steps, which matters more here than depth per step (16 steps still refine).
+    c.model.H_cycles = 2
+    c.model.L_cycles = 2
+    # float32: this CPU has no bfloat16 matrix units, so bfloat16 only adds conversions.
+    c.model.forward_dtype = "float32"
+    # Recompute each graded net application in the backward pass: less memory traffic, faster.
+    c.model.remat = "full"
 
     c.train.epochs = 60
-    c.train.eval_interval = 20
+    c.train.eval_interval = 30
     c.train.lr = 3e-3
     c.train.lr_warmup_steps = 100
     c.train.puzzle_emb_lr = 3e-3

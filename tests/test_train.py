@@ -268,8 +268,10 @@ def _assert_identical(a_path, b_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_resume_after_sigkill_is_bit_identical(tmp_path, sudoku_data):
-    ov = _overrides(sudoku_data)
+@pytest.mark.parametrize("deep_supervision", ["carry", "pseudocode"])
+def test_resume_after_sigkill_is_bit_identical(tmp_path, sudoku_data, deep_supervision):
+    # Pseudocode ACT takes several optimizer updates per batch: the loop must count batches.
+    ov = _overrides(sudoku_data, **{"train.deep_supervision": deep_supervision})
     straight = _drive(tmp_path / "straight", "plain", ov)
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = _drive(tmp_path / "resumed", "kill_after_save=4", ov)

@@ -40,6 +40,7 @@ class TrainState:
     """Everything a resumed run needs, as one pytree."""
 
     step: jax.Array  # int32 [], optimizer steps taken
+    batches: jax.Array  # int32 [], training batches consumed (== step unless pseudocode ACT)
     params: Any
     constants: Any  # H_init / L_init: fixed, never trained
     opt_state: Any
@@ -89,6 +90,7 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
     width = max(cfg.puzzle_emb_ndim, 1)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
+        batches=jnp.zeros((), jnp.int32),
         params=params,
         constants=variables["constants"],
         opt_state=setup.tx.init(params),
@@ -158,7 +160,8 @@ def train_step(setup: Setup, state: TrainState, batch: dict) -> tuple[TrainState
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     variables = {"params": state.params, "constants": state.constants}
     carry = reset_carry(setup.model, variables, state.carry, batch)
-    return _update(setup, state, carry, rng)
+    state, metrics = _update(setup, state, carry, rng)
+    return state.replace(batches=state.batches + 1), metrics
 
 
 def train_step_pseudocode(setup: Setup, state: TrainState, batch: dict):
@@ -199,7 +202,10 @@ def train_step_pseudocode(setup: Setup, state: TrainState, batch: dict):
     state, metrics, n = jax.lax.fori_loop(1, n_sup, body, (state, metrics, jnp.ones((), jnp.int32)))
     metrics = dict(metrics, sup_steps=n)
     # Leave every row halted so the next batch replaces them all.
-    state = state.replace(carry=state.carry.replace(halted=jnp.ones_like(state.carry.halted)))
+    state = state.replace(
+        carry=state.carry.replace(halted=jnp.ones_like(state.carry.halted)),
+        batches=state.batches + 1,
+    )
     return state, metrics
 
 
@@ -214,8 +220,9 @@ def evaluate_batch(
     """Run a fresh batch for ``halt_max_steps`` supervision steps in evaluation mode.
 
     ``adaptive=False`` is the reference: every row runs all steps and the last step's outputs
-    are scored. ``adaptive=True`` freezes a row's outputs at the first step where
-    ``q_halt > 0`` (its ``steps`` then counts the steps it used).
+    are scored. ``adaptive=True`` freezes a row's outputs at the first step where the training
+    halting rule fires (``q_halt > 0``, or ``q_halt > q_continue`` for configs that train the
+    Q-continue head, e.g. HRM); its ``steps`` then counts the steps it used.
     Returns (outputs with preds / logits / q_halt_logits of the scored step, metric sums).
     """
     variables = {"params": params, "constants": constants}
@@ -223,9 +230,15 @@ def evaluate_batch(
     carry = initial_carry(model, batch)
     carry, out, _, _ = act_step(model, variables, puzzle_table, carry, batch)
     B = batch["inputs"].shape[0]
+
+    def wants_halt(o):
+        if model.cfg.halts_on_q_halt_only:
+            return o["q_halt_logits"] > 0
+        return o["q_halt_logits"] > o["q_continue_logits"]
+
     stopped = jnp.zeros((B,), bool)
     if adaptive:
-        stopped = out["q_halt_logits"] > 0
+        stopped = wants_halt(out)
     used = jnp.ones((B,), jnp.int32)
 
     def body(_, val):
@@ -237,7 +250,7 @@ def evaluate_batch(
         )
         used = used + (~keep).astype(jnp.int32)
         if adaptive:
-            stopped = stopped | (new_out["q_halt_logits"] > 0)
+            stopped = stopped | wants_halt(new_out)
         return new_carry, merged, stopped, used
 
     carry, out, stopped, used = jax.lax.fori_loop(1, n, body, (carry, out, stopped, used))

@@ -244,7 +244,7 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
     )
 
     writer = _writer(workdir)
-    step = int(state.step)
+    step = int(state.batches)  # loop position in batches (pseudocode ACT: updates differ)
     progress = Progress(total_steps, step, verbose and jax.process_index() == 0)
     if verbose and step == 0:
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
