@@ -331,14 +331,21 @@ def time_eval(cfg: ModelConfig, batch: int, reps: int) -> dict:
     }
 
 
-def bench_row(name: str, dtype: str, quick: bool, reps: int, peak: dict, remat: str) -> dict:
-    cfg, batch = model_config(name, dtype, quick, remat=remat)
+def bench_row(
+    name: str, dtype: str, quick: bool, reps: int, peak: dict, remat: str, unroll: int = 1
+) -> dict:
+    """One config and dtype; ``peak`` gives the size and repeats of the matmul-peak probe."""
+    cfg, batch = model_config(name, dtype, quick, remat=remat, scan_unroll=unroll)
     load_before = os.getloadavg()[0]
+    # The load of this shared machine drifts: the peak is measured again next to each row.
+    n, peak_reps = peak["n"], peak["reps"]
+    peak = {d: matmul_peak(d, n, peak_reps) for d in DTYPES}
     train = time_train(cfg, batch, reps)
     ev = time_eval(cfg, batch, reps)
     # What the warm-up under stop_gradient saves, without rematerialisation (which would hide it).
-    plain = dataclasses.replace(cfg, remat="none")
-    temp = train["temp_bytes"] if remat == "none" else train_temp_bytes(plain, batch)
+    plain = dataclasses.replace(cfg, remat="none", scan_unroll=1)
+    same = remat == "none" and unroll == 1
+    temp = train["temp_bytes"] if same else train_temp_bytes(plain, batch)
     full_temp = train_temp_bytes(plain, batch, full_backprop=True)
     xla_train, xla_eval = xla_flops(cfg, batch)
     ana = analytic_flops(cfg, batch)
@@ -347,6 +354,7 @@ def bench_row(name: str, dtype: str, quick: bool, reps: int, peak: dict, remat: 
         "config": name,
         "dtype": dtype,
         "remat": remat,
+        "scan_unroll": unroll,
         "batch": batch,
         "hidden_size": cfg.hidden_size,
         "seq_len": cfg.total_len,
@@ -376,6 +384,7 @@ def bench_row(name: str, dtype: str, quick: bool, reps: int, peak: dict, remat: 
         "train_temp_bytes_no_remat": temp,
         "train_temp_bytes_full_backprop": full_temp,
         "memory_ratio": temp / full_temp,
+        "peak_flop_per_s": peak,
         "loadavg_1min": [load_before, os.getloadavg()[0]],
     }
     ref = REFERENCE.get((name, dtype))
@@ -410,8 +419,9 @@ def bench_cycles(name: str, dtype: str, quick: bool, repeats: int, remat: str) -
 def bench_variants(name: str, dtype: str, quick: bool, reps: int) -> list[dict]:
     """Train-step time and memory for each remat policy and scan unrolling."""
     rows = []
-    L = COMMON["L_cycles"]
-    for remat, unroll in (("none", 1), ("block", 1), ("full", 1), ("none", 2), ("none", L)):
+    steps_per_cycle = COMMON["L_cycles"] + 1  # unrolled fully, the graded scan stacks nothing
+    variants = [("none", 1), ("block", 1), ("full", 1), ("none", 2), ("none", steps_per_cycle)]
+    for remat, unroll in variants:
         cfg, batch = model_config(name, dtype, quick, remat=remat, scan_unroll=unroll)
         t = time_train(cfg, batch, reps)
         rows.append(
@@ -448,6 +458,8 @@ def machine() -> dict:
         "devices": [d.device_kind for d in jax.devices()],
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # glibc.malloc.hugetlb=1 backs XLA's per-step temp buffers with huge pages.
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
 
 
@@ -467,8 +479,9 @@ def print_report(result: dict) -> None:
     )
     head = (
         f"{'config':10} {'dtype':8} {'B':>3} {'compile':>7} {'train s':>8} {'cpu s':>6} "
-        f"{'eval s':>7} {'ex/s':>6} {'GFLOP':>7} {'xla/ana':>7} {'GFLOP/s':>7} {'peak':>5} "
-        f"{'mem':>5} {'ref eager':>9} {'ref comp':>8} {'x eager':>7} {'x comp':>6} {'x eval':>6}"
+        f"{'eval s':>7} {'ex/s':>6} {'GFLOP':>7} {'xla/ana':>7} {'GFLOP/s':>7} {'pk f32':>6} "
+        f"{'peak':>5} {'mem':>5} {'ref eager':>9} {'ref comp':>8} {'x eager':>7} {'x comp':>6} "
+        f"{'x eval':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -479,6 +492,7 @@ def print_report(result: dict) -> None:
             f"{r['train_s']:>8.3f} {r['train_cpu_s']:>6.2f} {r['eval_s']:>7.3f} "
             f"{r['train_examples_per_s']:>6.1f} {r['train_flops_analytic'] / 1e9:>7.1f} "
             f"{r['train_flops_ratio_xla_to_analytic']:>7.2f} {r['train_flop_per_s'] / 1e9:>7.0f} "
+            f"{r['peak_flop_per_s']['float32'] / 1e9:>6.0f} "
             f"{r['train_peak_fraction']:>5.0%} {r['memory_ratio']:>5.2f} "
             f"{ref.get('train_eager_s', float('nan')):>9.2f} "
             f"{ref.get('train_compile_s', float('nan')):>8.2f} "
@@ -488,7 +502,8 @@ def print_report(result: dict) -> None:
     print(
         "\ntrain s / eval s: median wall time per step; cpu s: process CPU time per train step; "
         "GFLOP: analytic matmul FLOPs per train step;\nxla/ana: XLA cost analysis (unrolled) over "
-        "analytic; peak: achieved FLOP/s over the best measured matmul peak; mem: train temp "
+        "analytic; pk f32: float32 matmul peak (GFLOP/s) measured next to the row; peak: achieved "
+        "FLOP/s over the best matmul peak of that probe; mem: train temp "
         "memory\nwith warm-up under stop_gradient over full backprop; x eager / x comp / x eval: "
         "reference time over ours (> 1: we are faster).\nThe reference ran on a CPU WITH AMX-BF16; "
         "bfloat16 rows are not like for like when this machine has none."
@@ -557,6 +572,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=None, help="timed calls per step (default 10)")
     p.add_argument("--quick", action="store_true", help="small shapes, few reps (< 2 minutes)")
     p.add_argument("--remat", default="full", help="remat policy of the timed steps")
+    p.add_argument("--scan-unroll", type=int, default=1, help="scan unrolling of the timed steps")
     p.add_argument("--variants", action="store_true", help="also time remat and scan unrolling")
     p.add_argument("--no-cycles", action="store_true", help="skip the (1,1) vs (3,6) compile test")
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
@@ -576,7 +592,7 @@ def main(argv=None) -> int:
     reps = a.reps or (3 if a.quick else 10)
 
     start = time.perf_counter()
-    n, peak_reps = (1024, 3) if a.quick else (2048, 10)
+    n, peak_reps = (1024, 3) if a.quick else (2048, 5)
     peak = {d: matmul_peak(d, n, peak_reps) for d in DTYPES}
     result = {
         "machine": machine(),
@@ -589,7 +605,9 @@ def main(argv=None) -> int:
     }
     for name in names:
         for dtype in dtypes:
-            row = bench_row(name, dtype, a.quick, reps, peak, a.remat)
+            row = bench_row(
+                name, dtype, a.quick, reps, dict(n=n, reps=peak_reps), a.remat, a.scan_unroll
+            )
             result["rows"].append(row)
             print(
                 f"{name} {dtype}: train {row['train_s']:.3f} s, eval {row['eval_s']:.3f} s, "

@@ -207,3 +207,18 @@ def test_maze_checks_name_the_problem_and_recognise_a_shortest_path():
         inf.encode_maze(question.replace("G", " "))
     with pytest.raises(inf.PuzzleError, match="found 'o'"):
         inf.encode_maze(answer)
+
+
+def test_sudoku_conflicts_mark_clashing_digits():
+    from trm_jax import viz
+
+    answer = "236145879587926413941378265853712946762594381419683752628459137374261598195837624"
+    solution = np.array([int(c) for c in answer]).reshape(9, 9)
+    assert not viz.sudoku_conflicts(solution).any()
+    wrong = solution.copy()
+    wrong[0, 0] = 5  # 5 already in row 0 (col 5), column 0 (row 1) and the top-left box (1, 0)
+    mask = viz.sudoku_conflicts(wrong)
+    assert mask[0, 0] and mask[0, 5] and mask[1, 0]
+    assert mask.sum() == 3
+    wrong[4, 4] = 0  # blanks never conflict
+    assert not viz.sudoku_conflicts(wrong)[4, 4]

@@ -3,8 +3,10 @@
 One frame per supervision step (the input first), the cells that changed since the previous frame
 highlighted, and ``q_halt`` with its sigmoid (the model's belief that the answer is right) under
 each frame; the frame whose prediction is the answer is marked. Frames wrap into rows of at most
-``max_cols``. Sudoku frames show digits (givens black, filled-in digits blue, a changed given
-red); maze and ARC frames are coloured cells. Uses matplotlib's object API with the Agg canvas, so
+``max_cols``. Sudoku frames show digits (givens black, filled-in digits blue, a changed given or
+a digit that clashes with its row, column or box red; a frame that is not a valid solution says
+"invalid" and, as the answer, is framed red instead of green); maze and ARC frames are coloured
+cells. Uses matplotlib's object API with the Agg canvas, so
 it never touches pyplot's global state or needs a display.
 """
 
@@ -63,10 +65,26 @@ def changed_cells(prev: np.ndarray | None, cur: np.ndarray) -> np.ndarray | None
     return prev != cur
 
 
+def sudoku_conflicts(grid: np.ndarray) -> np.ndarray:
+    """[9, 9] bool: filled cells whose digit appears again in their row, column or box."""
+    g = np.asarray(grid).reshape(9, 9)
+    out = np.zeros((9, 9), bool)
+    boxes = g.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)  # box-major
+    for d in range(1, 10):
+        hit = g == d
+        row = hit.sum(1, keepdims=True) > 1
+        col = hit.sum(0, keepdims=True) > 1
+        box = (boxes == d).sum(1) > 1  # [9] per box
+        box_cells = np.repeat(np.repeat(box.reshape(3, 3), 3, 0), 3, 1)
+        out |= hit & (row | col | box_cells)
+    return out
+
+
 def _draw_sudoku(ax, puzzle, grid, changed) -> None:
     from matplotlib.patches import Rectangle
 
     givens = np.asarray(puzzle) > 0
+    conflicts = sudoku_conflicts(grid)
     for r in range(9):
         for c in range(9):
             if changed is not None and changed[r, c]:
@@ -79,6 +97,8 @@ def _draw_sudoku(ax, puzzle, grid, changed) -> None:
                 colour, weight = "black", "bold"
             elif given:
                 colour, weight = "#e03131", "bold"  # a given the model overwrote
+            elif conflicts[r, c]:
+                colour, weight = "#e03131", "normal"  # clashes with its row, column or box
             else:
                 colour, weight = "#1c7ed6", "normal"
             ax.text(
@@ -168,18 +188,22 @@ def refinement_figure(
             ax.set_title("input", fontsize=8)
             continue
         n = "new shape" if changed is None else f"{int(changed.sum())} changed"
+        bad = task == "sudoku" and bool(sudoku_conflicts(frame).any() or (frame == 0).any())
+        if task == "sudoku" and bad:
+            n += ", invalid"
         is_answer = halt_step is not None and i == halt_step
+        mark = "#e03131" if bad else "#2b8a3e"
         ax.set_title(
             f"step {i}" + (" (answer)" if is_answer else ""),
             fontsize=8,
             fontweight="bold" if is_answer else "normal",
-            color="#2b8a3e" if is_answer else "black",
+            color=mark if is_answer else "black",
         )
         ax.set_xlabel(f"q_halt {q_halt[i - 1]:+.2f}\nsigmoid {prob[i - 1]:.3f}, {n}", fontsize=7)
         if is_answer:
             for spine in ax.spines.values():
                 spine.set_visible(True)
-                spine.set_color("#2b8a3e")
+                spine.set_color(mark)
                 spine.set_linewidth(2)
     heading = title or f"{task} refinement"
     if len(heading) > 90:
