@@ -25,7 +25,8 @@ batches of up to halt_max_steps updates each); ``--budget-minutes M`` first time
 each variant and gives it as many as fit in M minutes (compilation and evaluation not counted).
 Each is then scored on the same held-out puzzles (the first ``--eval-examples`` of the test split,
 default 200, 0: all) with fixed halting (all halt_max_steps steps, the reference's metric) and
-adaptive halting (first step with q_halt > 0, giving the mean number of ACT steps used).
+adaptive halting (first step where the variant's training halting rule fires: q_halt > 0, or
+q_halt > q_continue for HRM and the transformer; giving the mean number of ACT steps used).
 
 Written to ``--out``: ``<variant>/run`` (the trm_jax.train work dir), ``<variant>/plan.json``
 (the budget it got), ``<variant>/result.json``; ``ablation.md`` (the table), ``ablation.json`` and
@@ -608,7 +609,9 @@ def write_report(records: list[dict], args, meta, meta_test) -> str:
         "# TRM ablation\n\n"
         f"{about}\n\n"
         "Exact and token accuracy: fixed halting (all ACT steps, the reference's metric). "
-        "Mean ACT steps and the last column: adaptive halting (first step with q_halt > 0). "
+        "Mean ACT steps and the last column: adaptive halting (first step where the variant's "
+        "training halting rule fires: q_halt > 0, or q_halt > q_continue for HRM and the "
+        "transformer). "
         "Depth: blocks applied per supervision step. Steps: optimizer updates. Wall time: "
         "trm_jax.train (compilation included, scoring excluded).\n\n"
         f"{table}\n\n![exact and token accuracy](ablation.png)\n"
