@@ -36,8 +36,9 @@ same ``--out`` stop the run (use another ``--out``). ``--dry-run`` prints the pl
 effective depth, budget) without training; ``--estimate`` also times a few training steps and one
 evaluation batch of each variant and projects the wall time of the whole run.
 
-The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles: about an
-hour for all eight variants on 2 cores). Paper scale on a GPU (reference §7; docs/ablation.md):
+The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles:
+31.5 minutes for all eight variants on 2 idle cores, measured; docs/ablation-cpu.md). Paper scale
+on a GPU (reference §7; docs/ablation.md):
 ``--data data/sudoku-extreme-1k --hidden 512 --heads 8 --cycles 3,6 --batch 768 --lr 1e-4
 --warmup-steps 2000 --ema --budget-steps 65104 --eval-examples 0``.
 """
