@@ -7,8 +7,9 @@ Train:
     python -m trm_jax.train --config=configs/sudoku_hier6.py --workdir=runs/sudoku_hier6
 Ablation (scripts/ablate.py variant ``multi-z``): see docs/ablation.md.
 Hardware: 1x L40S-class GPU, < 36 h (as configs/sudoku_mlp.py). Expected: no figure in reference
-§7; the paper's z-ablation table reports multi-scale z below TRM's 87.4% (about 78% as we recall
-it; unverified). 5,028,866 parameters; effective depth 42 blocks per supervision step.
+§7; the paper's z-ablation table reports multi-scale z below TRM's 87.4% (see the paper for its
+figure). CPU-scale result: docs/ablation-cpu.md. 5,028,866 parameters; effective depth 42 blocks
+per supervision step.
 """
 
 from trm_jax.config import default_config

@@ -7,8 +7,9 @@ Train:
     python -m trm_jax.train --config=configs/sudoku_singlez.py --workdir=runs/sudoku_singlez
 Ablation (scripts/ablate.py variant ``single-z``): see docs/ablation.md.
 Hardware: 1x L40S-class GPU, < 36 h (as configs/sudoku_mlp.py). Expected: no figure in reference
-§7; the paper's z-ablation table reports single z well below TRM's 87.4% (about 72% as we recall
-it; unverified). 5,028,866 parameters; effective depth 42 blocks per supervision step.
+§7; the paper's z-ablation table reports single z well below TRM's 87.4% (see the paper for its
+figure). CPU-scale result: docs/ablation-cpu.md. 5,028,866 parameters; effective depth 42 blocks
+per supervision step.
 """
 
 from trm_jax.config import default_config

@@ -8,8 +8,7 @@ Train:
     python -m trm_jax.train --config=configs/sudoku_transformer.py --workdir=runs/sudoku_transformer
 Ablation (scripts/ablate.py variant ``transformer``): see docs/ablation.md.
 Hardware: 1x L40S-class GPU (as configs/sudoku_mlp.py). Expected: no figure for this model in
-reference §7 (the papers' "direct prediction" baselines score near 0% on Sudoku-Extreme;
-unverified). 27,144,194 parameters; effective depth 8.
+reference §7; CPU-scale result: docs/ablation-cpu.md. 27,144,194 parameters; effective depth 8.
 """
 
 from trm_jax.config import default_config
