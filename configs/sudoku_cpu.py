@@ -6,7 +6,7 @@ Command (README):
     python -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=runs/sudoku-cpu
 
 Hardware: 2 CPU cores (no AMX). Measured (README, "The CPU main job"): 13 minutes of training,
-~780 steps; held-out exact accuracy 95.2% on 45 givens, 39.8% on 34 givens.
+~780 steps; held-out exact accuracy 95.2% on 45 givens; 39.8% and 35.4% (seeds 0, 1) on 34.
 """
 
 from trm_jax.config import default_config
