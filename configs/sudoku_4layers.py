@@ -12,7 +12,9 @@ for its figure). CPU-scale result: docs/ablation-cpu.md. 10,045,442 parameters; 
 depth 48.
 """
 
-from trm_jax.config import default_config
+import os
+
+from trm_jax.config import config_module
 
 
 def variant(c):
@@ -23,18 +25,6 @@ def variant(c):
 
 
 def get_config():
-    c = default_config()
-    # The training setup of configs/sudoku_mlp.py.
-    c.data.path = "data/sudoku-extreme-1k"
-    c.model.mlp_t = True
-    c.model.pos_encodings = "none"
-    c.model.H_cycles = 3
-    c.model.L_cycles = 6
-    c.train.epochs = 50000
-    c.train.eval_interval = 5000
-    c.train.lr = 1e-4
-    c.train.puzzle_emb_lr = 1e-4
-    c.train.weight_decay = 1.0
-    c.train.puzzle_emb_weight_decay = 1.0
-    c.train.ema = True
-    return variant(c)
+    # The training setup of configs/sudoku_mlp.py, then this variant's override.
+    base = config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sudoku_mlp.py"))
+    return variant(base.get_config())

@@ -46,7 +46,6 @@ on a GPU (reference §7; docs/ablation.md):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -93,11 +92,7 @@ class AblationError(ValueError):
 
 
 def _config_module(filename: str):
-    path = REPO / "configs" / filename
-    spec = importlib.util.spec_from_file_location(f"_ablate_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_lib.config_module(REPO / "configs" / filename)
 
 
 def _trm_att(c):

@@ -18,6 +18,18 @@ from trm_jax.model.config import ModelConfig
 DEEP_SUPERVISION = ("carry", "pseudocode")
 
 
+def config_module(path):
+    """Import a config file (``configs/*.py``) by path and return the module."""
+    import importlib.util
+    import os
+
+    name = "_trm_config_" + os.path.splitext(os.path.basename(str(path)))[0]
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def default_config() -> ml_collections.ConfigDict:
     """The reference's defaults (config/cfg_pretrain.yaml, config/arch/trm.yaml)."""
     c = ml_collections.ConfigDict()

@@ -360,17 +360,13 @@ BAD_INPUT = (
 
 def _unknown_override(argv) -> str | None:
     """The first ``--config.a.b`` override naming a key the config file does not have."""
-    import importlib.util
 
     import ml_collections
 
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if not path or not os.path.exists(path):
         return None
-    spec = importlib.util.spec_from_file_location("_trm_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
+    cfg = config_lib.config_module(path).get_config()
     for a in argv:
         if a.startswith("--config."):
             key = a[len("--config.") :].split("=", 1)[0]
