@@ -104,10 +104,7 @@ def act_forward(
     if training and cfg.halt_max_steps > 1:
         q_halt = jax.lax.stop_gradient(q_halt_B)
         q_cont = jax.lax.stop_gradient(q_cont_B)
-        if cfg.halts_on_q_halt_only:
-            halted_B = halted_B | (q_halt > 0)
-        else:
-            halted_B = halted_B | (q_halt > q_cont)
+        halted_B = halted_B | wants_halt(cfg, q_halt, q_cont)
         if cfg.halt_exploration_prob > 0:
             k_explore, k_min = jax.random.split(rng)
             B = steps_B.shape[0]
@@ -128,6 +125,13 @@ def act_forward(
         current_data=data,
     )
     return new_carry, outputs
+
+
+def wants_halt(cfg, q_halt_B: jax.Array, q_continue_B: jax.Array) -> jax.Array:
+    """The halting rule: q_halt > 0, or q_halt > q_continue for configs that train Q-continue."""
+    if cfg.halts_on_q_halt_only:
+        return q_halt_B > 0
+    return q_halt_B > q_continue_B
 
 
 def step_loss(model: TRMModel, new_carry: Carry, outputs: dict):

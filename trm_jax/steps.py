@@ -26,6 +26,7 @@ from trm_jax.act import (
     initial_carry,
     reset_carry,
     step_loss,
+    wants_halt,
 )
 from trm_jax.config import TrainConfig
 from trm_jax.model.trm import TRMModel, init_variables
@@ -231,14 +232,12 @@ def evaluate_batch(
     carry, out, _, _ = act_step(model, variables, puzzle_table, carry, batch)
     B = batch["inputs"].shape[0]
 
-    def wants_halt(o):
-        if model.cfg.halts_on_q_halt_only:
-            return o["q_halt_logits"] > 0
-        return o["q_halt_logits"] > o["q_continue_logits"]
+    def halts(o):
+        return wants_halt(model.cfg, o["q_halt_logits"], o["q_continue_logits"])
 
     stopped = jnp.zeros((B,), bool)
     if adaptive:
-        stopped = wants_halt(out)
+        stopped = halts(out)
     used = jnp.ones((B,), jnp.int32)
 
     def body(_, val):
@@ -250,7 +249,7 @@ def evaluate_batch(
         )
         used = used + (~keep).astype(jnp.int32)
         if adaptive:
-            stopped = stopped | wants_halt(new_out)
+            stopped = stopped | halts(new_out)
         return new_carry, merged, stopped, used
 
     carry, out, stopped, used = jax.lax.fori_loop(1, n, body, (carry, out, stopped, used))
