@@ -14,7 +14,7 @@ import optax
 import pytest
 from jax.extend.core import jaxprs_in_params
 
-from trm_jax.optim import adam_atan2, ema_update, lr_schedule, sparse_sign_sgd
+from trm_jax.optim import adam_atan2, ema_update, lr_at, lr_schedule, sparse_sign_sgd
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -317,3 +317,13 @@ def test_ema_update_matches_reference_formula():
     assert out["a"].dtype == jnp.float32
     out = ema_update(ema, params, rate=0.5)
     np.testing.assert_allclose(np.asarray(out["a"]), [1.5, 1.0])
+
+
+def test_lr_at_takes_a_traced_horizon():
+    # The train state carries the decay horizon: one compiled step must serve every horizon.
+    fn = jax.jit(lambda step, horizon: lr_at(step, 2e-3, 10, horizon, 0.1))
+    for horizon in (11, 50, 400):
+        schedule = lr_schedule(2e-3, warmup_steps=10, total_steps=horizon, min_ratio=0.1)
+        for step in (1, 9, 10, 11, horizon // 2 + 5, horizon):
+            np.testing.assert_allclose(fn(step, horizon), schedule(step), rtol=1e-6)
+        np.testing.assert_allclose(fn(horizon, horizon), 2e-4, rtol=1e-5)

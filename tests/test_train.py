@@ -43,6 +43,7 @@ TINY_TRAIN = dict(
     time_budget_s=0.0,
     lr=1e-3,
     lr_min_ratio=1.0,
+    lr_decay_end="steps",
     lr_warmup_steps=2,
     beta1=0.9,
     beta2=0.95,
@@ -228,9 +229,9 @@ def sudoku_data(tmp_path_factory):
     return out
 
 
-def _overrides(data, **extra):
+def _override_values(data, **extra) -> dict:
     kw = {
-        "data.path": data,
+        "data.path": str(data),
         "model.hidden_size": 32,
         "model.puzzle_emb_ndim": 32,
         "model.H_cycles": 2,
@@ -247,7 +248,11 @@ def _overrides(data, **extra):
         "train.ema": True,
     }
     kw.update(extra)
-    return [f"--config.{k}={v}" for k, v in kw.items()]
+    return kw
+
+
+def _overrides(data, **extra):
+    return [f"--config.{k}={v}" for k, v in _override_values(data, **extra).items()]
 
 
 def _drive(workdir, mode, overrides, env=None):
@@ -302,7 +307,9 @@ def _free_port():
 
 
 def test_two_processes_agree_with_one(tmp_path, sudoku_data):
-    ov = _overrides(sudoku_data, **{"train.max_steps": 4, "checkpoint.every_steps": 0})
+    # 24 steps: the CPU config's time-budgeted decay measures its horizon at step 20, so both
+    # processes must agree on it (and on when the budget is over) for their steps to match.
+    ov = _overrides(sudoku_data, **{"train.max_steps": 24, "checkpoint.every_steps": 0})
     # The single process gets two (virtual) devices too, so that both runs reduce gradients in
     # the same two-way split; AdamATan2's atan2(m, sqrt(v)) is scale-free, so a different
     # summation order could move parameters with near-zero gradients by up to ~lr.
@@ -367,6 +374,8 @@ def test_bad_input_gives_one_sentence(tmp_path, sudoku_data):
     assert "does not exist" in missing
     ok = _train_cmd(base + ov + ["--quiet"])
     assert ok.returncode == 0, ok.stderr
+    again = _train_cmd(base + ov + ["--quiet"])
+    assert again.returncode == 0 and "Nothing to train" in again.stdout, again.stderr
     err = _one_line_error(_train_cmd(base + ov + ["--config.model.hidden_size=64"]))
     assert "hidden_size" in err and "another model config" in err
 
@@ -384,3 +393,52 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sudoku_data):
     res = _train_cmd(["--config=configs/sudoku_cpu.py", f"--workdir={tmp_path / 'w'}", *ov])
     assert res.returncode == 1, res.stderr
     assert "loss became" in res.stderr and "last good" in res.stderr
+
+
+def test_decay_horizon_fits_the_budget():
+    from trm_jax.train import decay_horizon
+
+    # 100 s used of 780, 1 s/step, no evaluation before the horizon: 680 s * 0.98 -> 666 steps.
+    assert decay_horizon(100, 100.0, 780.0, 1.0, 30.0, 10_000, 5000) == 100 + 666
+    # Two evaluations (at 300 and 600) fall before it: 60 s fewer.
+    assert decay_horizon(100, 100.0, 780.0, 1.0, 30.0, 300, 5000) == 100 + int(620 * 0.98)
+    # Never past the run's own length, never before now.
+    assert decay_horizon(100, 100.0, 780.0, 0.01, 0.0, 10_000, 937) == 937
+    assert decay_horizon(100, 900.0, 780.0, 1.0, 0.0, 10_000, 937) == 100
+
+
+class _FakeClock:
+    """Advances one second per reading: a 'step' costs about one reading."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        self.t += 1.0
+        return self.t
+
+
+def test_time_budget_decay_ends_inside_the_budget(tmp_path, sudoku_data):
+    from configs import sudoku_cpu
+    from trm_jax import train
+    from trm_jax.optim import lr_at
+
+    c = sudoku_cpu.get_config()
+    c.update_from_flattened_dict(
+        _override_values(sudoku_data, **{"train.max_steps": 0, "checkpoint.every_steps": 0})
+    )
+    c.train.epochs = 40  # 64 puzzles / batch 16 -> 160 steps if the budget allowed
+    c.train.eval_interval = 20
+    c.train.lr_min_ratio = 0.1
+    c.train.lr_decay_end = "time_budget"
+    c.train.time_budget_s = 80.0
+    result = train.run(c, str(tmp_path / "w"), verbose=False, clock=_FakeClock())
+    horizon = int(result.state.horizon)
+    # Measured at step 20 (after warm-up and 20 steps) at ~1 fake second per step.
+    assert 40 < horizon < 80, horizon
+    assert result.step == horizon  # stopped where the decay ends, not at the hard budget
+    np.testing.assert_allclose(lr_at(horizon, c.train.lr, 2, horizon, 0.1), 0.1 * c.train.lr)
+    assert result.eval_metrics["count"] == 32
+    # A resumed run keeps the horizon it finds in the checkpoint.
+    again = train.run(c, str(tmp_path / "w"), verbose=False, clock=_FakeClock())
+    assert again.step == horizon and int(again.state.horizon) == horizon

@@ -92,14 +92,23 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
     """Restore (state, data_state, meta) at ``step`` into the shapes/shardings of the target."""
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore(),
-        ),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+    except ValueError as e:
+        if "tree structures do not match" not in str(e):
+            raise
+        raise CheckpointError(
+            f"Checkpoint {step} in {manager.directory} holds a train state of a different layout "
+            "(written by another trm_jax version), so it cannot be resumed; train in a new work "
+            "dir (trm_jax.load still reads its weights)."
+        ) from e
     return restored["state"], dict(restored["data"] or {}), dict(restored["meta"])
 
 

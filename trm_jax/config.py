@@ -16,6 +16,7 @@ import ml_collections
 from trm_jax.model.config import ModelConfig
 
 DEEP_SUPERVISION = ("carry", "pseudocode")
+LR_DECAY_END = ("steps", "time_budget")
 
 
 def config_module(path):
@@ -92,6 +93,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.time_budget_s = 0.0
     c.train.lr = 1e-4
     c.train.lr_min_ratio = 1.0
+    # Where the cosine decay toward lr_min_ratio * lr ends. "steps" (the reference): at the
+    # run's last step (epochs, capped by max_steps). "time_budget": at the step this machine
+    # reaches when train.time_budget_s runs out, estimated from the measured step time at the
+    # end of warm-up and re-estimated after each evaluation; training then stops there.
+    c.train.lr_decay_end = "steps"
     c.train.lr_warmup_steps = 2000
     c.train.beta1 = 0.9
     c.train.beta2 = 0.95
@@ -138,6 +144,7 @@ class TrainConfig:
     time_budget_s: float
     lr: float
     lr_min_ratio: float
+    lr_decay_end: str
     lr_warmup_steps: int
     beta1: float
     beta2: float
@@ -161,6 +168,11 @@ def train_config(c: ml_collections.ConfigDict) -> TrainConfig:
         raise ConfigError(
             f"train.deep_supervision must be one of {DEEP_SUPERVISION}, got {t.deep_supervision!r}."
         )
+    decay_end = t.get("lr_decay_end", "steps")
+    if decay_end not in LR_DECAY_END:
+        raise ConfigError(f"train.lr_decay_end must be one of {LR_DECAY_END}, got {decay_end!r}.")
+    if decay_end == "time_budget" and not t.time_budget_s:
+        raise ConfigError('train.lr_decay_end="time_budget" needs a positive train.time_budget_s.')
     if t.eval_interval <= 0 or t.epochs % t.eval_interval:
         raise ConfigError(
             f"train.epochs ({t.epochs}) must be a positive multiple of train.eval_interval "
@@ -171,6 +183,7 @@ def train_config(c: ml_collections.ConfigDict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: t[k] for k in fields if k in t}
     kw["global_batch_size"] = int(c.data.global_batch_size)
+    kw["lr_decay_end"] = decay_end
     return TrainConfig(**kw)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "AdamAtan2State",
     "adam_atan2",
     "ema_update",
+    "lr_at",
     "lr_schedule",
     "sparse_sign_sgd",
 ]
@@ -38,6 +39,27 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Learning-rate schedule (reference §5.2)
+
+
+def lr_at(
+    step: jax.typing.ArrayLike,
+    base_lr: float,
+    warmup_steps: int,
+    total_steps: jax.typing.ArrayLike,
+    min_ratio: float = 1.0,
+) -> jax.Array:
+    """``lr_schedule(base_lr, warmup_steps, total_steps, min_ratio)(step)``, with ``total_steps``
+    allowed to be a traced value (the train state's decay horizon, which a time-budgeted run
+    sets after measuring its speed)."""
+    warmup = max(int(warmup_steps), 1)
+    total_f = jnp.asarray(total_steps).astype(jnp.float32)
+    decay_steps = jnp.maximum(total_f - float(warmup_steps), 1.0)
+    step_f = jnp.asarray(step).astype(jnp.float32)
+    warm_lr = base_lr * step_f / warmup
+    progress = (step_f - warmup_steps) / decay_steps
+    cosine = (1.0 - min_ratio) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
+    decay_lr = base_lr * (min_ratio + jnp.maximum(0.0, cosine))
+    return jnp.where(step_f < warmup_steps, warm_lr, decay_lr).astype(jnp.float32)
 
 
 def lr_schedule(
@@ -56,16 +78,9 @@ def lr_schedule(
     scalar array. Zero denominators (``warmup_steps == 0`` or ``total_steps == warmup_steps``)
     are treated as 1.
     """
-    warmup = max(int(warmup_steps), 1)
-    decay_steps = max(int(total_steps) - int(warmup_steps), 1)
 
     def schedule(step: jax.typing.ArrayLike) -> jax.Array:
-        step_f = jnp.asarray(step).astype(jnp.float32)
-        warm_lr = base_lr * step_f / warmup
-        progress = (step_f - warmup_steps) / decay_steps
-        cosine = (1.0 - min_ratio) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
-        decay_lr = base_lr * (min_ratio + jnp.maximum(0.0, cosine))
-        return jnp.where(step_f < warmup_steps, warm_lr, decay_lr).astype(jnp.float32)
+        return lr_at(step, base_lr, warmup_steps, total_steps, min_ratio)
 
     return schedule
 

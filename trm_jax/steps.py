@@ -30,7 +30,7 @@ from trm_jax.act import (
 )
 from trm_jax.config import TrainConfig
 from trm_jax.model.trm import TRMModel, init_variables
-from trm_jax.optim import adam_atan2, ema_update, lr_schedule, sparse_sign_sgd
+from trm_jax.optim import adam_atan2, ema_update, lr_at, sparse_sign_sgd
 
 METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
 LOSS_KEYS = ("lm_loss", "q_halt_loss", "q_continue_loss")
@@ -42,6 +42,7 @@ class TrainState:
 
     step: jax.Array  # int32 [], optimizer steps taken
     batches: jax.Array  # int32 [], training batches consumed (== step unless pseudocode ACT)
+    horizon: jax.Array  # int32 [], the step where the cosine decay of the learning rate ends
     params: Any
     constants: Any  # H_init / L_init: fixed, never trained
     opt_state: Any
@@ -58,18 +59,26 @@ class Setup:
     model: TRMModel
     tcfg: TrainConfig
     total_steps: int
-    tx: optax.GradientTransformation
-    schedule: Any
-    puzzle_schedule: Any
+
+    def lr(self, step, horizon) -> jax.Array:
+        """The parameters' learning rate at ``step`` for a decay ending at ``horizon``."""
+        t = self.tcfg
+        return lr_at(step, t.lr, t.lr_warmup_steps, horizon, t.lr_min_ratio)
+
+    def puzzle_lr(self, step, horizon) -> jax.Array:
+        t = self.tcfg
+        return lr_at(step, t.puzzle_emb_lr, t.lr_warmup_steps, horizon, t.lr_min_ratio)
+
+    def tx(self, horizon) -> optax.GradientTransformation:
+        """AdamATan2 with the schedule bound to ``horizon`` (the state's layout does not depend
+        on it, so ``tx(h).init`` is the same for every ``h``)."""
+        t = self.tcfg
+        return adam_atan2(lambda count: self.lr(count, horizon), t.beta1, t.beta2, t.weight_decay)
 
 
 def make_setup(model: TRMModel, tcfg: TrainConfig, total_steps: int) -> Setup:
-    schedule = lr_schedule(tcfg.lr, tcfg.lr_warmup_steps, total_steps, tcfg.lr_min_ratio)
-    puzzle_schedule = lr_schedule(
-        tcfg.puzzle_emb_lr, tcfg.lr_warmup_steps, total_steps, tcfg.lr_min_ratio
-    )
-    tx = adam_atan2(schedule, tcfg.beta1, tcfg.beta2, tcfg.weight_decay)
-    return Setup(model, tcfg, total_steps, tx, schedule, puzzle_schedule)
+    """``total_steps`` is the initial decay horizon (the reference's: the whole run)."""
+    return Setup(model, tcfg, total_steps)
 
 
 def dummy_batch(model: TRMModel, batch_size: int) -> dict:
@@ -92,9 +101,10 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         batches=jnp.zeros((), jnp.int32),
+        horizon=jnp.asarray(setup.total_steps, jnp.int32),
         params=params,
         constants=variables["constants"],
-        opt_state=setup.tx.init(params),
+        opt_state=setup.tx(setup.total_steps).init(params),
         ema_params=jax.tree.map(jnp.copy, params),
         puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
         carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
@@ -129,17 +139,17 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
         loss_fn, argnums=argnums, has_aux=True
     )(state.params, rows)
     g_params, g_rows = grads if has_table else (grads, None)
-    updates, opt_state = setup.tx.update(g_params, state.opt_state, state.params)
+    updates, opt_state = setup.tx(state.horizon).update(g_params, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     table = state.puzzle_table
     if has_table:
         table = sparse_sign_sgd(
-            table, ids, g_rows, setup.puzzle_schedule(step), tcfg.puzzle_emb_weight_decay
+            table, ids, g_rows, setup.puzzle_lr(step, state.horizon), tcfg.puzzle_emb_weight_decay
         )
     ema = ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
-    out["lr"] = setup.schedule(step)
+    out["lr"] = setup.lr(step, state.horizon)
     out["grad_norm"] = optax.tree.norm(g_params)
     out["param_norm"] = optax.tree.norm(params)
     state = state.replace(

@@ -155,9 +155,49 @@ def _total_steps(config, meta) -> int:
     return total
 
 
-def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
-    """Train (or resume) the config in ``workdir``; returns the final evaluation."""
-    t_start = time.time()
+def decay_horizon(
+    step: int,
+    elapsed_s: float,
+    budget_s: float,
+    s_per_step: float,
+    eval_s: float,
+    eval_every: int,
+    cap: int,
+    margin: float = 0.02,
+) -> int:
+    """The step where a learning-rate decay must end for training to finish inside the budget.
+
+    From ``step``, after ``elapsed_s`` of a ``budget_s`` budget, at ``s_per_step`` seconds per
+    step, leaving ``eval_s`` seconds for each evaluation that falls strictly before the horizon
+    (one every ``eval_every`` steps; the final evaluation runs after the budget, as with a plain
+    time budget) and a ``margin`` of the time left for jitter. Never past ``cap`` (the run's
+    step count) nor before ``step``.
+    """
+
+    def fit(reserve: float) -> int:
+        left = (budget_s - elapsed_s - reserve) * (1.0 - margin)
+        return min(cap, step + max(0, int(left / max(s_per_step, 1e-9))))
+
+    h = fit(0.0)
+    evals_before = max(0, (h - 1) // eval_every - step // eval_every)
+    return max(step, fit(evals_before * eval_s))
+
+
+def _agree(value):
+    """Process 0's value on every process (clocks differ between hosts)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return type(value)(multihost_utils.broadcast_one_to_all(np.asarray(value)).item())
+
+
+def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> RunResult:
+    """Train (or resume) the config in ``workdir``; returns the final evaluation.
+
+    ``clock`` (seconds) drives the time budget and the budget-keyed decay (tests pass a fake).
+    """
+    t_start = clock()
     shd.maybe_initialize_distributed(config)
     if not config.data.path:
         raise config_lib.ConfigError("data.path is empty; pass --config.data.path=DIR.")
@@ -266,8 +306,60 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
         ckpt.save(manager, step, state, data.get_state(), run_meta, metrics)
 
     budget = float(tcfg.time_budget_s or 0.0)
-    while step < total_steps:
-        if budget and time.time() - t_start > budget and step > int(latest or 0):
+    # A time-budgeted decay: the horizon is measured once warm-up is over (the warm-up rate
+    # does not depend on it) and re-measured after each evaluation; training stops there.
+    timed_decay = tcfg.lr_decay_end == "time_budget"
+    end = total_steps
+    if timed_decay and int(state.horizon) < total_steps:
+        end = int(state.horizon)  # measured by the process that started this run
+    # Measured once per run: a resumed run keeps the horizon its first process set.
+    calib_step = max(tcfg.lr_warmup_steps, step + 20) if end == total_steps else -1
+    calibrated = False
+    t_first = None  # the clock after this process's first (compiling) step
+    step_first = step
+    eval_s = None  # the last evaluation's seconds
+    evals_total = 0.0  # seconds of evaluation since t_first
+    if timed_decay:
+        meta_eval = pipeline.load_metadata(config.data.path, config.data.eval_split)
+        n_eval = meta_eval.total_groups * meta_eval.mean_puzzle_examples
+        if config.data.eval_max_examples:
+            n_eval = min(n_eval, int(config.data.eval_max_examples))
+        n_eval = math.ceil(n_eval / eval_gbs) * eval_gbs
+
+    def set_horizon(now: float) -> None:
+        nonlocal state, end
+        s_per_step = (now - t_first - evals_total) / max(step - step_first, 1)
+        # Before the first evaluation its cost is guessed: a forward pass is about a third of
+        # a train step's work per example and supervision step.
+        guess = s_per_step * n_eval / tcfg.global_batch_size * mcfg.halt_max_steps / 3
+        h = decay_horizon(
+            step,
+            now - t_start,
+            budget,
+            s_per_step,
+            guess if eval_s is None else eval_s,
+            eval_every,
+            total_steps,
+        )
+        h = _agree(int(h))
+        value = np.asarray(h, np.int32)
+        horizon = jax.make_array_from_callback((), shardings.horizon, lambda _: value)
+        state = state.replace(horizon=horizon)
+        end = h
+        progress.total = h
+        if verbose and jax.process_index() == 0:
+            progress.newline()
+            print(
+                f"Learning-rate decay ends at step {h} ({s_per_step:.3f} s/step measured, "
+                f"{now - t_start:.0f} of {budget:.0f} s used).",
+                flush=True,
+            )
+
+    while step < end:
+        over = bool(budget) and clock() - t_start > budget
+        if budget and jax.process_count() > 1:
+            over = _agree(over)
+        if over and step > int(latest or 0):
             progress.newline()
             if verbose and jax.process_index() == 0:
                 print(f"Time budget of {budget:.0f} s reached at step {step}.", flush=True)
@@ -285,11 +377,18 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
         batch = shd.global_batch(local, mesh)
         state, metrics = p_train(state, batch)
         step += 1
+        if timed_decay and t_first is None:
+            jax.block_until_ready(metrics)
+            t_first, step_first = clock(), step
+        if timed_decay and step == calib_step and step < end:
+            jax.block_until_ready(metrics)
+            set_horizon(clock())
+            calibrated = True
         for k, v in metrics.items():
             acc[k] = acc[k] + v if k in acc else v
-        is_eval = step % eval_every == 0 or step == total_steps
+        is_eval = step % eval_every == 0 or step == end
         is_ckpt = bool(config.checkpoint.every_steps) and step % config.checkpoint.every_steps == 0
-        if step % tcfg.log_every == 0 or is_eval or is_ckpt or step == total_steps:
+        if step % tcfg.log_every == 0 or is_eval or is_ckpt or step == end:
             host = {k: float(v) for k, v in jax.device_get(acc).items()}
             n = step - step_log
             if not math.isfinite(host["loss"]):
@@ -323,7 +422,12 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
             )
             acc, t_log, step_log = {}, time.time(), step
         if is_eval:
+            t_eval = clock()
             eval_metrics = run_eval(p_eval, state, config, mesh, tcfg.ema)
+            if timed_decay and calibrated and step < end:
+                eval_s = clock() - t_eval
+                evals_total += eval_s
+                set_horizon(clock())
             progress.newline()
             if verbose and jax.process_index() == 0:
                 shown = " ".join(f"{k} {v:.4f}" for k, v in sorted(eval_metrics.items()))
@@ -344,7 +448,7 @@ def run(config, workdir: str, *, verbose: bool = True) -> RunResult:
     manager.close()
     if writer:
         writer.close()
-    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), time.time() - t_start, state)
+    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), clock() - t_start, state)
 
 
 # ---- command line --------------------------------------------------------------------------
@@ -416,6 +520,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     m = result.eval_metrics
+    if not m and jax.process_index() == 0:
+        print(
+            f"Nothing to train: {workdir} already holds the finished run (step {result.step}); "
+            f"score it with `python -m trm_jax.evaluate --workdir {workdir}`.",
+            flush=True,
+        )
     if m and jax.process_index() == 0:
         print(
             f"Done: step {result.step}, held-out exact accuracy {m.get('exact_accuracy', 0):.4f} "
