@@ -5,8 +5,9 @@ Command (README):
         --givens 45 --seed 0
     python -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=runs/sudoku-cpu
 
-Hardware: 2 CPU cores (no AMX). Measured (README, "The CPU main job"): 13 minutes of training,
-~780 steps; held-out exact accuracy 95.2% on 45 givens; 39.8% and 35.4% (seeds 0, 1) on 34.
+Hardware: 2 CPU cores (no AMX). Measured (README, "The CPU main job"): at most 13 minutes of
+training, ~760-790 steps with the learning-rate decay ending inside the budget; held-out exact
+accuracy 99.6% on 45 givens, 92.0% on 34 givens (seed 0).
 """
 
 from trm_jax.config import default_config
@@ -37,6 +38,10 @@ def get_config():
     c.train.eval_interval = 30
     c.train.lr = 3e-3
     c.train.lr_warmup_steps = 100
+    # Cosine decay to 0.1 x lr, ending where the time budget runs out on this machine (measured
+    # after warm-up): at a constant 3e-3 the loss stalls and seeds scatter (README).
+    c.train.lr_min_ratio = 0.1
+    c.train.lr_decay_end = "time_budget"
     c.train.puzzle_emb_lr = 3e-3
     c.train.weight_decay = 1.0
     c.train.puzzle_emb_weight_decay = 1.0
