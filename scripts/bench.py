@@ -420,7 +420,14 @@ def bench_variants(name: str, dtype: str, quick: bool, reps: int) -> list[dict]:
     """Train-step time and memory for each remat policy and scan unrolling."""
     rows = []
     steps_per_cycle = COMMON["L_cycles"] + 1  # unrolled fully, the graded scan stacks nothing
-    variants = [("none", 1), ("block", 1), ("full", 1), ("none", 2), ("none", steps_per_cycle)]
+    variants = [
+        ("none", 1),
+        ("block", 1),
+        ("full", 1),
+        ("dots", 1),
+        ("none", 2),
+        ("none", steps_per_cycle),
+    ]
     for remat, unroll in variants:
         cfg, batch = model_config(name, dtype, quick, remat=remat, scan_unroll=unroll)
         t = time_train(cfg, batch, reps)

@@ -123,6 +123,20 @@ def test_gradient_only_through_final_cycle(arch):
     _assert_grads_close(g_params, g_ref)
 
 
+@pytest.mark.parametrize("remat", ["block", "full", "dots"])
+@pytest.mark.parametrize("arch", ["trm", "hrm"])
+def test_remat_keeps_outputs_and_gradients(arch, remat):
+    """Rematerialisation trades memory for recomputation; it must not change the numbers."""
+    cfg, model, variables, table, batch = _setup(arch=arch, H_layers=1, mlp_t=arch == "trm")
+    rows = table[batch["puzzle_identifiers"]]
+    x = model.apply(variables, batch["inputs"], rows, method=TRMModel.embed)
+    z0 = model.apply(variables, 4, method=TRMModel.initial_latents)
+    other = TRMModel(dataclasses.replace(cfg, remat=remat))
+    for a, b in zip(inner_forward(other, variables, z0, x), inner_forward(model, variables, z0, x)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    _assert_grads_close(_grads_wrt(other, variables, z0, x), _grads_wrt(model, variables, z0, x))
+
+
 def test_hrm_one_step_gradient():
     """HRM differentiates only the final L and H updates."""
     cfg, model, variables, table, batch = _setup(arch="hrm", H_layers=1, H_cycles=2, L_cycles=3)

@@ -23,7 +23,7 @@ Arch = Literal["trm", "trm_singlez", "trm_hier6", "hrm", "transformer"]
 ARCHS = ("trm", "trm_singlez", "trm_hier6", "hrm", "transformer")
 POS_ENCODINGS = ("rope", "learned", "none")
 DTYPES = ("bfloat16", "float32", "float64")
-REMAT = ("none", "block", "full")
+REMAT = ("none", "block", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,9 @@ class ModelConfig:
     loss_type: str = "stablemax_cross_entropy"
     # trm_hier6: number of low-level latents (the reference hard-codes six).
     num_latents: int = 6
-    # Rematerialisation of the graded cycle: none, each block, or the whole cycle.
+    # Rematerialisation of the graded cycle: none; each block; "full": each graded net
+    # application keeps only its inputs; "dots": it keeps its matmul outputs and recomputes the
+    # elementwise work (norms, activations) in the backward pass.
     remat: str = "none"
     # Unroll factor for the scans of the recursion (1 = rolled).
     scan_unroll: int = 1

@@ -207,11 +207,15 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
         return _apply(model, variables, TRMModel.H_net, h, inj, rope, True)
 
     # remat "full": the graded nets keep only their inputs for the backward pass and recompute
-    # everything else (checkpointing the whole cycle instead would store the same residuals
-    # again when it is recomputed: no memory saved). "block" is handled inside the module.
-    full_remat = cfg.remat == "full"
-    L_graded = jax.checkpoint(L) if full_remat else L
-    H_graded = jax.checkpoint(H) if full_remat else H
+    # everything else; "dots": they also keep their matmul outputs. (Checkpointing the whole
+    # cycle instead would store the same residuals again when it is recomputed: no memory
+    # saved.) "block" is handled inside the module.
+    if cfg.remat in ("full", "dots"):
+        policy = jax.checkpoint_policies.dots_saveable if cfg.remat == "dots" else None
+        L_graded = jax.checkpoint(L, policy=policy)
+        H_graded = jax.checkpoint(H, policy=policy)
+    else:
+        L_graded, H_graded = L, H
 
     if cfg.arch == "trm":
         # A cycle is L_cycles latent updates z_L = net(z_L, z_H + x), then one answer update
