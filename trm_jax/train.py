@@ -358,7 +358,10 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
     while step < end:
         over = bool(budget) and clock() - t_start > budget
         if budget and jax.process_count() > 1:
-            over = _agree(over)
+            # Hosts' clocks differ, so they follow process 0; asking waits for the devices, so
+            # only at the log steps, where the loop waits for them anyway (the stop comes at most
+            # log_every - 1 steps late).
+            over = _agree(over) if step % tcfg.log_every == 0 else False
         if over and step > int(latest or 0):
             progress.newline()
             if verbose and jax.process_index() == 0:
