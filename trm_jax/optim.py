@@ -8,10 +8,11 @@ models/ema.py of the official PyTorch code). Two optimisers are stepped on every
 * ``sparse_sign_sgd``: sign-SGD with decoupled decay for the puzzle-embedding table, touching only
   the rows looked up in the batch.
 
-Both use ``lr_schedule`` (each with its own base rate). Step numbering follows the reference: its
-step counter is incremented before use, so the first optimiser update sees step 1 (lr = base /
-warmup). ``ema_update`` keeps the 0.999 shadow of the trainable parameters (not of the puzzle
-table, which the reference holds as a buffer).
+Both use the same schedule (``lr_schedule``; ``lr_at`` is its value at one step, with the end of
+the decay allowed to be a traced value), each with its own base rate. Step numbering follows the
+reference: its step counter is incremented before use, so the first optimiser update sees step 1
+(lr = base / warmup). ``ema_update`` keeps the 0.999 shadow of the trainable parameters (not of
+the puzzle table, which the reference holds as a buffer).
 
 We do not deliberately differ from the reference anywhere in this module. Floating-point results
 match it to float32 rounding (the order of a few multiplications differs, see ``adam_atan2``).
