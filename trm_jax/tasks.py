@@ -299,6 +299,13 @@ class Maze:
                 return f"the maze has {'no' if n == 0 else n} '{ch}' ({what}); it needs exactly one"
         return None
 
+    def line_problem(self, line: str) -> str | None:
+        """What is wrong with a maze question written on one line (row-major), or None."""
+        if len(line) != self.seq_len:
+            side = self.side
+            return f"expected {self.seq_len} characters (a {side}x{side} maze), got {len(line)}"
+        return self.problem(self.rows(line))
+
     def parse(self, puzzle: Any) -> np.ndarray:
         """A maze question (text or grid) -> uint8 tokens [side^2]."""
         rows = self.rows(puzzle)
@@ -324,10 +331,14 @@ class Maze:
         path, n = shortest_path(open_, question.index("S"), question.index("G"), side)
         if not n:
             return None, -1, 0
+        return self.mark_path(question, path), len(path) - 1, n
+
+    def mark_path(self, question: str, path: Sequence[int]) -> str:
+        """The question with the path cells strictly between S and G marked 'o'."""
         cells = list(question)
         for i in path[1:-1]:
             cells[i] = "o"
-        return "".join(cells), len(path) - 1, n
+        return "".join(cells)
 
     def check(self, puzzle: Any, answer: Any, expected: Any = None) -> tuple[bool, str]:
         """(solved, why): ``answer`` marks a shortest S-G path with 'o' and changes nothing else."""
