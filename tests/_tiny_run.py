@@ -143,3 +143,32 @@ def arc(tmp_path_factory) -> dict:
     result = _train(c, workdir)
     _CACHE["arc"] = {"data": data, "workdir": workdir, "tasks": tasks, "result": result}
     return _CACHE["arc"]
+
+
+def hrm(tmp_path_factory) -> dict:
+    """{"data", "workdir", "result"}: a tiny HRM (configs/sudoku_hrm.py's variant) trained for a
+    few steps on the tiny Sudoku dataset; HRM halts on q_halt > q_continue, not q_halt > 0."""
+    if "hrm" in _CACHE:
+        return _CACHE["hrm"]
+    from configs import sudoku_hrm
+
+    data = sudoku(tmp_path_factory)["data"]
+    c = sudoku_cpu.get_config()
+    c.data.path = str(data)
+    c.data.global_batch_size = 16
+    c.data.eval_global_batch_size = SUDOKU_EVAL_BATCH
+    c.model.hidden_size = 32
+    c.model.num_heads = 2
+    c.model.L_layers = 1
+    c = sudoku_hrm.variant(c)
+    c.model.puzzle_emb_ndim = 32
+    c.model.halt_max_steps = 4
+    c.train.epochs = 2
+    c.train.eval_interval = 1
+    c.train.max_steps = 4
+    c.train.lr_warmup_steps = 1
+    c.checkpoint.every_steps = 0
+    workdir = tmp_path_factory.mktemp("tiny_hrm") / "run"
+    result = _train(c, workdir)
+    _CACHE["hrm"] = {"data": data, "workdir": workdir, "result": result, "config": c}
+    return _CACHE["hrm"]
