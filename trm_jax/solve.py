@@ -151,7 +151,7 @@ def read_puzzles(args: argparse.Namespace, task: str | None) -> tuple[str, list[
     puzzles = [Puzzle(f"{args.file} line {n}", s) for n, s in lines if s.strip()]
     if not puzzles:
         raise InputError(f"puzzle file {args.file} holds no puzzles.")
-    if task not in ("sudoku", "maze"):
+    if task not in tasks.NAMES or not tasks.named(task).one_per_line:
         raise InputError(
             "--file takes Sudoku or maze puzzles, one per line; use --arc-task for ARC tasks."
         )

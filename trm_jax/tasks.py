@@ -11,9 +11,11 @@ length) pair is; :func:`named` builds the record of a task name for a sequence l
 The token maps themselves are in :mod:`trm_jax.data.tokens` (reference §1.2-§1.4). Pure numpy:
 ``data_gen``, the pictures and the command-line tools use this module without JAX.
 
-Adding a task: write a fourth record with the same methods, return it from :func:`of_shape` and
-:func:`named`, give it a data source (``data_gen/<task>.py`` writing a dataset with
-``task="<name>"``) and a config (``configs/<task>_*.py``).
+Adding a task: write a fourth record with the same fields and methods, add its name to
+``NAMES`` and return it from :func:`of_shape` and :func:`named`; then a data source
+(``data_gen/<task>.py`` writing a dataset with ``trm_jax.data.dataset.write_split(...,
+task="<name>")``) and a config (``configs/<task>_*.py`` setting ``data.path``). Training,
+``evaluate`` (exact accuracy), ``trm_jax.load(...).solve`` and ``solve --file`` then work unchanged.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Sudoku:
 
     name: str = "sudoku"
     title: str = "Sudoku"
+    one_per_line: bool = True  # `solve --file` reads one puzzle per line
     vocab_size: int = tok.SUDOKU_VOCAB_SIZE
     seq_len: int = tok.SUDOKU_SEQ_LEN
     shape_text: str = f"vocabulary {tok.SUDOKU_VOCAB_SIZE} and sequence length {tok.SUDOKU_SEQ_LEN}"
@@ -248,6 +251,7 @@ class Maze:
     side: int = 30
     name: str = "maze"
     title: str = "maze"
+    one_per_line: bool = True
     vocab_size: int = tok.MAZE_VOCAB_SIZE
     shape_text: str = f"vocabulary {tok.MAZE_VOCAB_SIZE} and a square sequence length"
 
@@ -394,6 +398,7 @@ class Arc:
     side: int = tok.ARC_SIDE
     name: str = "arc"
     title: str = "ARC"
+    one_per_line: bool = False  # tasks come as Kaggle JSON (`solve --arc-task`)
     vocab_size: int = tok.ARC_VOCAB_SIZE
 
     @property
