@@ -20,7 +20,6 @@ Commands (python -m data_gen.maze ...):
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import random
 import sys
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_gen import common
-from data_gen.common import CSV_HEADER, CliParser, InputError, open_text
+from data_gen.common import CliParser, InputError
 from trm_jax import tasks
 from trm_jax.data import tokens as tok
 
@@ -220,43 +219,21 @@ def read_csv(path: str, subsample: int | None = None, seed: int = 0) -> tuple[li
     qs: list[str] = []
     ans: list[str] = []
     lines: list[int] = []
-    expected = ",".join(CSV_HEADER)
-    with open_text(path, "CSV file") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != CSV_HEADER:
-                found = "an empty file" if header is None else ",".join(header)[:80]
-                raise InputError(
-                    f"{path}: expected the header '{expected}' (Maze-Hard CSV layout), "
-                    f"found {found!r}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row:
-                    continue
-                if len(row) != 4:
-                    raise InputError(
-                        f"{path} line {line}: expected 4 fields ({expected}), got {len(row)}"
-                    )
-                q, a = row[1], row[2]
-                if len(q) != SEQ_LEN or q.strip("# SG"):
-                    raise InputError(
-                        f"{path} line {line}: expected a question of {SEQ_LEN} characters "
-                        "from '#', ' ', 'S', 'G'"
-                    )
-                if len(a) != SEQ_LEN or a.strip("# SGo"):
-                    raise InputError(
-                        f"{path} line {line}: expected an answer of {SEQ_LEN} characters "
-                        "from '#', ' ', 'S', 'G', 'o'"
-                    )
-                qs.append(q)
-                ans.append(a)
-                lines.append(line)
-        except csv.Error as e:
-            raise InputError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
+    for line, row in common.csv_rows(path, "Maze-Hard"):
+        q, a = row[1], row[2]
+        if len(q) != SEQ_LEN or q.strip("# SG"):
+            raise InputError(
+                f"{path} line {line}: expected a question of {SEQ_LEN} characters "
+                "from '#', ' ', 'S', 'G'"
+            )
+        if len(a) != SEQ_LEN or a.strip("# SGo"):
+            raise InputError(
+                f"{path} line {line}: expected an answer of {SEQ_LEN} characters "
+                "from '#', ' ', 'S', 'G', 'o'"
+            )
+        qs.append(q)
+        ans.append(a)
+        lines.append(line)
     if qs:
         tq, ta = tokens_array(qs), tokens_array(ans)
         # The answer equals the question except 'o' (5) on open cells (2).
@@ -340,15 +317,7 @@ def _cmd_from_csv(args: argparse.Namespace) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    if args.file in (None, "-"):
-        name, text = "<stdin>", sys.stdin.read()
-    else:
-        name = args.file
-        with open_text(args.file, "maze file") as f:
-            try:
-                text = f.read()
-            except UnicodeDecodeError:
-                raise InputError(f"{name}: expected a UTF-8 text file of mazes") from None
+    name, text = common.read_text_input(args.file, "mazes")
     status = 0
     for n, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
@@ -401,22 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as e:
-        print(f"maze {args.command}: error: {e}.", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:  # reading errors are InputErrors already: this is a write failing
-        where = e.filename or getattr(args, "out", "the output")
-        print(f"maze {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("maze: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    return common.run_main("maze", build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Commands (python -m data_gen.sudoku ...):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_gen import common
-from data_gen.common import CSV_HEADER, CliParser, InputError, open_text
+from data_gen.common import CliParser, InputError
 from trm_jax.tasks import SUDOKU
 
 GENERATOR_VERSION = "trm_jax.data_gen.sudoku/1"
@@ -579,49 +578,25 @@ def read_csv(
     a_parts: list[str] = []
     lines: list[int] = []
     ratings: list[int] = []
-    with open_text(path, "CSV file") as f:
-        reader = csv.reader(f)
+    for line, row in common.csv_rows(path, "Sudoku-Extreme"):
+        _, q, a, r = row
         try:
-            header = next(reader, None)
-            expected = ",".join(CSV_HEADER)
-            if header is None or [h.strip() for h in header] != CSV_HEADER:
-                found = "an empty file" if header is None else ",".join(header)[:80]
-                raise InputError(
-                    f"{path}: expected the header '{expected}' (Sudoku-Extreme CSV layout), "
-                    f"found {found!r}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != 4:
-                    raise InputError(
-                        f"{path} line {line}: expected 4 fields ({expected}), got {len(row)}"
-                    )
-                _, q, a, r = row
-                try:
-                    rating = int(r)
-                except ValueError:
-                    raise InputError(
-                        f"{path} line {line}: expected an integer rating, got {r!r}"
-                    ) from None
-                if len(q) != 81 or q.strip(".0123456789"):
-                    raise InputError(
-                        f"{path} line {line}: expected a question of 81 characters "
-                        "'1'-'9' or '.'/'0' for blanks"
-                    )
-                if len(a) != 81 or a.strip("123456789"):
-                    raise InputError(f"{path} line {line}: expected an answer of 81 digits '1'-'9'")
-                if min_rating is not None and rating < min_rating:
-                    continue
-                q_parts.append(q)
-                a_parts.append(a)
-                lines.append(line)
-                ratings.append(rating)
-        except csv.Error as e:
-            raise InputError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
+            rating = int(r)
+        except ValueError:
+            raise InputError(f"{path} line {line}: expected an integer rating, got {r!r}") from None
+        if len(q) != 81 or q.strip(".0123456789"):
+            raise InputError(
+                f"{path} line {line}: expected a question of 81 characters "
+                "'1'-'9' or '.'/'0' for blanks"
+            )
+        if len(a) != 81 or a.strip("123456789"):
+            raise InputError(f"{path} line {line}: expected an answer of 81 digits '1'-'9'")
+        if min_rating is not None and rating < min_rating:
+            continue
+        q_parts.append(q)
+        a_parts.append(a)
+        lines.append(line)
+        ratings.append(rating)
     keep = np.arange(len(q_parts))
     if subsample is not None and subsample < len(q_parts):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC5F]))
@@ -737,15 +712,7 @@ def _bench_table(result: dict) -> str:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    if args.file in (None, "-"):
-        name, text = "<stdin>", sys.stdin.read()
-    else:
-        name = args.file
-        with open_text(args.file, "puzzle file") as f:
-            try:
-                text = f.read()
-            except UnicodeDecodeError:
-                raise InputError(f"{name}: expected a UTF-8 text file of puzzles") from None
+    name, text = common.read_text_input(args.file, "puzzles")
     status = 0
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -943,22 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as e:
-        print(f"sudoku {args.command}: error: {e}.", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:  # reading errors are InputErrors already: this is a write failing
-        where = e.filename or getattr(args, "out", "the output")
-        print(f"sudoku {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sudoku: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    return common.run_main("sudoku", build_parser(), argv)
 
 
 if __name__ == "__main__":
