@@ -170,5 +170,29 @@ def hrm(tmp_path_factory) -> dict:
     c.checkpoint.every_steps = 0
     workdir = tmp_path_factory.mktemp("tiny_hrm") / "run"
     result = _train(c, workdir)
+    _set_q_head(workdir)
     _CACHE["hrm"] = {"data": data, "workdir": workdir, "result": result, "config": c}
     return _CACHE["hrm"]
+
+
+def _set_q_head(workdir: pathlib.Path) -> None:
+    """Give the latest checkpoint a Q head on which the two candidate halting rules disagree:
+    q_halt = -1 < 0 but > q_continue = -2 on every row and step (four training steps leave both
+    near the init bias -5, where no rule fires). Rewrites the partial state ``trm_jax.load``
+    restores (parameters, EMA, constants, puzzle table, step)."""
+    import shutil
+
+    import jax
+    import orbax.checkpoint as ocp
+
+    from trm_jax import checkpoint as ckpt
+    from trm_jax.model.trm import TRMModel
+
+    info = ckpt.locate(workdir)
+    weights = jax.device_get(ckpt.restore_weights(info, TRMModel(info.model_config)))
+    for name in ("params", "ema_params"):
+        q_head = weights[name]["q_head"]
+        q_head["kernel"] = np.zeros_like(q_head["kernel"])
+        q_head["bias"] = np.array([-1.0, -2.0], q_head["bias"].dtype)
+    shutil.rmtree(info.path / "state")
+    ocp.PyTreeCheckpointer().save(info.path / "state", weights)
