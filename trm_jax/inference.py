@@ -291,7 +291,8 @@ class TRM:
     def halts(self, q_halt_NxB: np.ndarray, q_continue_NxB: np.ndarray) -> np.ndarray:
         """bool [N, B]: where the halting rule :func:`trm_jax.act.wants_halt` fires, the rule
         training and ``evaluate --halting adaptive`` use."""
-        return np.asarray(wants_halt(self.model_config, np.asarray(q_halt_NxB), q_continue_NxB))
+        q, qc = np.asarray(q_halt_NxB), np.asarray(q_continue_NxB)
+        return np.asarray(wants_halt(self.model_config, q, qc))
 
     def solve_tokens(
         self, tokens_BxL: np.ndarray, ids_B: np.ndarray, batch_size: int | None = None
