@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trm_jax import fileio
 from trm_jax.data import augment as aug
 from trm_jax.data import dataset as ds
 from trm_jax.data import tokens as tok
@@ -467,7 +468,7 @@ def build(
             summary[split] = {"groups": len(groups), "examples": n_ex}
             log(f"[arc] wrote {split}: {len(groups)} groups, {n_ex} examples")
         ds.write_identifiers(tmp, names)
-        ds.write_json(tmp / "test_puzzles.json", test_puzzles)
+        fileio.write_json(tmp / "test_puzzles.json", test_puzzles, indent=None)
         ds.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,8 +20,6 @@ Commands (python -m data_gen.maze ...):
 from __future__ import annotations
 
 import argparse
-import csv
-import multiprocessing
 import os
 import random
 import sys
@@ -32,18 +30,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_gen.sudoku import CSV_HEADER, CliParser, InputError, Progress, open_text
+from data_gen import common
+from data_gen.common import CliParser, InputError
+from trm_jax import tasks
+from trm_jax.data import tokens as tok
 
 GENERATOR_VERSION = "trm_jax.data_gen.maze/1"
-SIDE = 30
-SEQ_LEN = SIDE * SIDE
-CHARSET = "# SGo"
-VOCAB_SIZE = 6  # PAD 0, then '#'=1, ' '=2, 'S'=3, 'G'=4, 'o'=5 (reference §1.3)
+MAZE = tasks.MAZE  # the 30x30 task record: token map, question check, solver, answer check
+SIDE = MAZE.side
+SEQ_LEN = MAZE.seq_len
 LATTICE = (SIDE - 2) // 2  # 14 lattice cells per side, at rows/columns 1, 3, ..., 27
-_STEPS = (-SIDE, SIDE, -1, 1)
-_LUT = np.zeros(256, dtype=np.uint8)
-for _i, _ch in enumerate(CHARSET):
-    _LUT[ord(_ch)] = _i + 1
 
 
 @dataclass(frozen=True)
@@ -54,76 +50,6 @@ class MazeSpec:
     min_path: int = 110
     loop_fraction: float = 0.04
     max_attempts: int = 1000
-
-
-# ---------------------------------------------------------------------------------------------
-# Shortest paths
-
-
-def bfs(open_: Sequence[bool], start: int) -> tuple[list[int], list[int]]:
-    """Distances (-1 = unreachable) and numbers of shortest paths (capped at 2) from `start` over
-    the open cells of a 30x30 grid whose border cells are walls or are never stepped across."""
-    dist = [-1] * SEQ_LEN
-    count = [0] * SEQ_LEN
-    dist[start] = 0
-    count[start] = 1
-    frontier = [start]
-    d = 0
-    while frontier:
-        d += 1
-        nxt = []
-        for i in frontier:
-            ci = count[i]
-            r, c = divmod(i, SIDE)
-            for j, ok in (
-                (i - SIDE, r > 0),
-                (i + SIDE, r < SIDE - 1),
-                (i - 1, c > 0),
-                (i + 1, c < SIDE - 1),
-            ):
-                if not ok or not open_[j]:
-                    continue
-                dj = dist[j]
-                if dj < 0:
-                    dist[j] = d
-                    count[j] = ci
-                    nxt.append(j)
-                elif dj == d:
-                    count[j] = min(2, count[j] + ci)
-        frontier = nxt
-    return dist, count
-
-
-def shortest_path(open_: Sequence[bool], start: int, goal: int) -> tuple[list[int], int]:
-    """(cells of one shortest path from start to goal inclusive, number of shortest paths capped
-    at 2); ([], 0) when the goal is unreachable."""
-    dist, count = bfs(open_, start)
-    if dist[goal] < 0:
-        return [], 0
-    path = [goal]
-    i = goal
-    while i != start:
-        r, c = divmod(i, SIDE)
-        for j, ok in (
-            (i - SIDE, r > 0),
-            (i + SIDE, r < SIDE - 1),
-            (i - 1, c > 0),
-            (i + 1, c < SIDE - 1),
-        ):
-            if ok and dist[j] == dist[i] - 1:
-                i = j
-                break
-        path.append(i)
-    path.reverse()
-    return path, count[goal]
-
-
-def answer_grid(question: str, path: Sequence[int]) -> str:
-    """The question with the path cells strictly between S and G marked 'o'."""
-    cells = list(question)
-    for i in path[1:-1]:
-        cells[i] = "o"
-    return "".join(cells)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +109,7 @@ def generate_one(seed: int, index: int, spec: MazeSpec) -> tuple[str, str, int]:
         cells = [i for i in range(SEQ_LEN) if open_[i]]
         for _ in range(8):  # a few starts per maze before drawing a new maze
             start = cells[rng.randrange(len(cells))]
-            dist, count = bfs(open_, start)
+            dist, count = tasks.bfs(open_, start, SIDE)
             goals = [i for i in cells if dist[i] > spec.min_path and count[i] == 1]
             if not goals:
                 continue
@@ -191,21 +117,13 @@ def generate_one(seed: int, index: int, spec: MazeSpec) -> tuple[str, str, int]:
             q = ["#" if not o else " " for o in open_]
             q[start], q[goal] = "S", "G"
             question = "".join(q)
-            path, n = shortest_path(open_, start, goal)
+            path, n = tasks.shortest_path(open_, start, goal, SIDE)
             assert n == 1 and len(path) - 1 == dist[goal]
-            return question, answer_grid(question, path), dist[goal]
+            return question, MAZE.mark_path(question, path), dist[goal]
     raise RuntimeError(
         f"no maze with a unique shortest path longer than {spec.min_path} steps in "
         f"{spec.max_attempts} attempts (seed {seed}, #{index})"
     )
-
-
-def _generate_task(args: tuple[int, int, MazeSpec]) -> tuple[str, str, int] | str:
-    seed, index, spec = args
-    try:
-        return generate_one(seed, index, spec)
-    except RuntimeError as e:
-        return str(e)
 
 
 def generate_many(
@@ -213,33 +131,9 @@ def generate_many(
 ) -> tuple[list[tuple[str, str, int]], int]:
     """`count` distinct mazes in index order (duplicates replaced by the next unused indices),
     independent of `workers`. Returns (records, number of indices used)."""
-    out: list[tuple[str, str, int]] = []
-    seen: set[str] = set()
-    next_index = 0
-    progress = Progress("maze: generated", count, quiet=quiet)
-    pool = multiprocessing.get_context("forkserver").Pool(workers) if workers > 1 else None
-    try:
-        while len(out) < count:
-            need = count - len(out)
-            tasks = [(seed, i, spec) for i in range(next_index, next_index + need)]
-            next_index += need
-            if pool is None:
-                results = map(_generate_task, tasks)
-            else:
-                results = pool.imap(_generate_task, tasks, chunksize=max(1, min(32, need // 8)))
-            for rec in results:
-                if isinstance(rec, str):
-                    raise InputError(f"{rec}; lower --min-path")
-                if rec[0] not in seen:
-                    seen.add(rec[0])
-                    out.append(rec)
-                    progress.update(len(out))
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    progress.update(len(out), force=True)
-    return out, next_index
+    return common.generate_many(
+        generate_one, seed, count, spec, workers, quiet, what="maze", hint="lower --min-path"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,33 +141,19 @@ def generate_many(
 
 
 def check_question(q: str) -> str | None:
-    """None if `q` is a 900-character maze over '# SG' with one S and one G, else what is wrong."""
-    if len(q) != SEQ_LEN:
-        return f"expected {SEQ_LEN} characters (a {SIDE}x{SIDE} maze), got {len(q)}"
-    bad = sorted(set(q) - set("# SG"))
-    if bad:
-        return f"expected only the characters '#', ' ', 'S' and 'G', found {bad[0]!r}"
-    if q.count("S") != 1 or q.count("G") != 1:
-        return "expected exactly one 'S' and one 'G'"
-    return None
+    """None if `q` is a valid 30x30 maze question (one line, row-major), else what is wrong."""
+    return MAZE.line_problem(q)
 
 
 def solve_maze(question: str) -> tuple[str | None, int, int]:
     """(answer grid or None, path length in steps, number of shortest paths capped at 2) for a
     valid question (see `check_question`)."""
-    open_ = [ch != "#" for ch in question]
-    path, n = shortest_path(open_, question.index("S"), question.index("G"))
-    if not n:
-        return None, -1, 0
-    return answer_grid(question, path), len(path) - 1, n
+    return MAZE.solve(question)
 
 
 def tokens_array(grids: Sequence[str]) -> np.ndarray:
     """Validated 900-character grids -> uint8 token ids [N, 900] (reference §1.3 map)."""
-    if not grids:
-        return np.zeros((0, SEQ_LEN), dtype=np.uint8)
-    buf = np.frombuffer("".join(grids).encode("ascii"), dtype=np.uint8)
-    return _LUT[buf].reshape(-1, SEQ_LEN)
+    return tok.mazes_to_tokens(grids, SEQ_LEN)
 
 
 def _length_histogram(lengths: Sequence[int]) -> dict[str, int]:
@@ -318,7 +198,7 @@ def write_dataset(
             puzzle_identifiers=np.zeros(n, dtype=np.int32),
             puzzle_indices=np.arange(n + 1, dtype=np.int32),
             group_indices=np.arange(n + 1, dtype=np.int32),
-            vocab_size=VOCAB_SIZE,
+            vocab_size=MAZE.vocab_size,
             seq_len=SEQ_LEN,
             num_puzzle_identifiers=1,
             task="maze",
@@ -339,43 +219,21 @@ def read_csv(path: str, subsample: int | None = None, seed: int = 0) -> tuple[li
     qs: list[str] = []
     ans: list[str] = []
     lines: list[int] = []
-    expected = ",".join(CSV_HEADER)
-    with open_text(path, "CSV file") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != CSV_HEADER:
-                found = "an empty file" if header is None else ",".join(header)[:80]
-                raise InputError(
-                    f"{path}: expected the header '{expected}' (Maze-Hard CSV layout), "
-                    f"found {found!r}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row:
-                    continue
-                if len(row) != 4:
-                    raise InputError(
-                        f"{path} line {line}: expected 4 fields ({expected}), got {len(row)}"
-                    )
-                q, a = row[1], row[2]
-                if len(q) != SEQ_LEN or q.strip("# SG"):
-                    raise InputError(
-                        f"{path} line {line}: expected a question of {SEQ_LEN} characters "
-                        "from '#', ' ', 'S', 'G'"
-                    )
-                if len(a) != SEQ_LEN or a.strip("# SGo"):
-                    raise InputError(
-                        f"{path} line {line}: expected an answer of {SEQ_LEN} characters "
-                        "from '#', ' ', 'S', 'G', 'o'"
-                    )
-                qs.append(q)
-                ans.append(a)
-                lines.append(line)
-        except csv.Error as e:
-            raise InputError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
+    for line, row in common.csv_rows(path, "Maze-Hard"):
+        q, a = row[1], row[2]
+        if len(q) != SEQ_LEN or q.strip("# SG"):
+            raise InputError(
+                f"{path} line {line}: expected a question of {SEQ_LEN} characters "
+                "from '#', ' ', 'S', 'G'"
+            )
+        if len(a) != SEQ_LEN or a.strip("# SGo"):
+            raise InputError(
+                f"{path} line {line}: expected an answer of {SEQ_LEN} characters "
+                "from '#', ' ', 'S', 'G', 'o'"
+            )
+        qs.append(q)
+        ans.append(a)
+        lines.append(line)
     if qs:
         tq, ta = tokens_array(qs), tokens_array(ans)
         # The answer equals the question except 'o' (5) on open cells (2).
@@ -459,15 +317,7 @@ def _cmd_from_csv(args: argparse.Namespace) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    if args.file in (None, "-"):
-        name, text = "<stdin>", sys.stdin.read()
-    else:
-        name = args.file
-        with open_text(args.file, "maze file") as f:
-            try:
-                text = f.read()
-            except UnicodeDecodeError:
-                raise InputError(f"{name}: expected a UTF-8 text file of mazes") from None
+    name, text = common.read_text_input(args.file, "mazes")
     status = 0
     for n, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
@@ -520,22 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as e:
-        print(f"maze {args.command}: error: {e}.", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:  # reading errors are InputErrors already: this is a write failing
-        where = e.filename or getattr(args, "out", "the output")
-        print(f"maze {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("maze: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    return common.run_main("maze", build_parser(), argv)
 
 
 if __name__ == "__main__":

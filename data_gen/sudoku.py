@@ -23,9 +23,7 @@ Commands (python -m data_gen.sudoku ...):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import multiprocessing
 import os
 import random
 import sys
@@ -36,12 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_gen import common
+from data_gen.common import CliParser, InputError
+from trm_jax.tasks import SUDOKU
+
 GENERATOR_VERSION = "trm_jax.data_gen.sudoku/1"
 ALL = 0x1FF  # all nine candidates
-CSV_HEADER = ["source", "question", "answer", "rating"]
-# Dataset token map (reference §1.2): PAD 0, blank 1, digit d -> d + 1.
-VOCAB_SIZE = 11
-SEQ_LEN = 81
 
 _ROW = [i // 9 for i in range(81)]
 _COL = [i % 9 for i in range(81)]
@@ -63,10 +61,6 @@ _UNITS_OF = [(1 << _ROW[i]) | (1 << (9 + _COL[i])) | (1 << (18 + _BOX[i])) for i
 _ALL_UNITS = (1 << 27) - 1
 _POP = [bin(m).count("1") for m in range(512)]
 _DIGIT = {1 << d: d + 1 for d in range(9)}  # single-bit mask -> digit
-
-
-class InputError(ValueError):
-    """Bad user input: the message is one sentence naming the input and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -533,8 +527,8 @@ def write_dataset(
             puzzle_identifiers=np.zeros(n_puzzles, dtype=np.int32),
             puzzle_indices=np.arange(n_puzzles + 1, dtype=np.int32),
             group_indices=np.arange(0, n_puzzles + 1, per_group, dtype=np.int32),
-            vocab_size=VOCAB_SIZE,
-            seq_len=SEQ_LEN,
+            vocab_size=SUDOKU.vocab_size,
+            seq_len=SUDOKU.seq_len,
             num_puzzle_identifiers=1,
             task="sudoku",
             augmentation=aug,
@@ -546,30 +540,6 @@ def write_dataset(
     dataset.write_identifiers(out, ["<blank>"])
 
 
-def _generate_task(args: tuple[int, int, GenSpec]) -> tuple[int, tuple | str]:
-    seed, index, spec = args
-    try:
-        return index, generate_one(seed, index, spec)
-    except RuntimeError as e:
-        return index, str(e)
-
-
-class Progress:
-    """Progress lines on stderr, at most one every `every` seconds."""
-
-    def __init__(self, what: str, total: int, every: float = 2.0, quiet: bool = False):
-        self.what, self.total, self.every, self.quiet = what, total, every, quiet
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.quiet or (not force and now - self.last < self.every):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        print(f"{self.what}: {done}/{self.total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-
 def generate_many(
     seed: int, count: int, spec: GenSpec, workers: int = 1, quiet: bool = False
 ) -> tuple[list[tuple[str, str, int, int, int]], int]:
@@ -577,50 +547,20 @@ def generate_many(
     (seed, i), duplicates are replaced by the next unused indices, so the result does not depend
     on `workers`. Returns (records, number of indices used). Raises InputError when a puzzle
     cannot pass the filters in spec.max_attempts attempts."""
-    out: list[tuple[str, str, int, int, int]] = []
-    seen: set[str] = set()
-    next_index = 0
-    progress = Progress("sudoku: generated", count, quiet=quiet)
-    pool = None
-    if workers > 1:
-        pool = multiprocessing.get_context("forkserver").Pool(workers)
-    try:
-        while len(out) < count:
-            need = count - len(out)
-            tasks = [(seed, i, spec) for i in range(next_index, next_index + need)]
-            next_index += need
-            if pool is None:
-                results = map(_generate_task, tasks)
-            else:
-                chunk = max(1, min(16, need // (4 * workers)))
-                results = pool.imap(_generate_task, tasks, chunksize=chunk)
-            for _index, rec in results:
-                if isinstance(rec, str):
-                    raise InputError(
-                        f"{rec}; loosen the filters (--min-rating, --max-rating, givens) or "
-                        "raise --max-attempts"
-                    )
-                if rec[0] not in seen:
-                    seen.add(rec[0])
-                    out.append(rec)
-                    progress.update(len(out))
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    progress.update(len(out), force=True)
-    return out, next_index
+    return common.generate_many(
+        generate_one,
+        seed,
+        count,
+        spec,
+        workers,
+        quiet,
+        what="sudoku",
+        hint="loosen the filters (--min-rating, --max-rating, givens) or raise --max-attempts",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV (Sudoku-Extreme layout)
-
-
-def open_text(path: str, what: str):
-    try:
-        return open(path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
 def read_csv(
@@ -638,49 +578,25 @@ def read_csv(
     a_parts: list[str] = []
     lines: list[int] = []
     ratings: list[int] = []
-    with open_text(path, "CSV file") as f:
-        reader = csv.reader(f)
+    for line, row in common.csv_rows(path, "Sudoku-Extreme"):
+        _, q, a, r = row
         try:
-            header = next(reader, None)
-            expected = ",".join(CSV_HEADER)
-            if header is None or [h.strip() for h in header] != CSV_HEADER:
-                found = "an empty file" if header is None else ",".join(header)[:80]
-                raise InputError(
-                    f"{path}: expected the header '{expected}' (Sudoku-Extreme CSV layout), "
-                    f"found {found!r}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != 4:
-                    raise InputError(
-                        f"{path} line {line}: expected 4 fields ({expected}), got {len(row)}"
-                    )
-                _, q, a, r = row
-                try:
-                    rating = int(r)
-                except ValueError:
-                    raise InputError(
-                        f"{path} line {line}: expected an integer rating, got {r!r}"
-                    ) from None
-                if len(q) != 81 or q.strip(".0123456789"):
-                    raise InputError(
-                        f"{path} line {line}: expected a question of 81 characters "
-                        "'1'-'9' or '.'/'0' for blanks"
-                    )
-                if len(a) != 81 or a.strip("123456789"):
-                    raise InputError(f"{path} line {line}: expected an answer of 81 digits '1'-'9'")
-                if min_rating is not None and rating < min_rating:
-                    continue
-                q_parts.append(q)
-                a_parts.append(a)
-                lines.append(line)
-                ratings.append(rating)
-        except csv.Error as e:
-            raise InputError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
+            rating = int(r)
+        except ValueError:
+            raise InputError(f"{path} line {line}: expected an integer rating, got {r!r}") from None
+        if len(q) != 81 or q.strip(".0123456789"):
+            raise InputError(
+                f"{path} line {line}: expected a question of 81 characters "
+                "'1'-'9' or '.'/'0' for blanks"
+            )
+        if len(a) != 81 or a.strip("123456789"):
+            raise InputError(f"{path} line {line}: expected an answer of 81 digits '1'-'9'")
+        if min_rating is not None and rating < min_rating:
+            continue
+        q_parts.append(q)
+        a_parts.append(a)
+        lines.append(line)
+        ratings.append(rating)
     keep = np.arange(len(q_parts))
     if subsample is not None and subsample < len(q_parts):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC5F]))
@@ -691,24 +607,18 @@ def read_csv(
     return Records(puzzles, solutions, [ratings[i] for i in keep])
 
 
-_UNIT_INDEX = np.array(_UNITS, dtype=np.intp)  # [27, 9]
-
-
 def _check_pairs(path: str, puzzles: list[str], solutions: list[str], lines: list[int]) -> None:
-    """Vectorised: every solution obeys the Sudoku rules and keeps its puzzle's givens."""
+    """Every solution obeys the Sudoku rules and keeps its puzzle's givens (the task's rules)."""
     if not puzzles:
         return
     p = digits_array(puzzles)
     s = digits_array(solutions)
-    units = s[:, _UNIT_INDEX]  # [N, 27, 9]
-    valid = (np.sort(units, axis=2) == np.arange(1, 10, dtype=np.int8)).all(axis=(1, 2))
-    bad = np.flatnonzero(~valid)
+    bad = np.flatnonzero(~SUDOKU.valid(s))
     if bad.size:
         raise InputError(
             f"{path} line {lines[bad[0]]}: expected an answer that obeys the Sudoku rules"
         )
-    kept = ((p == 0) | (p == s)).all(axis=1)
-    bad = np.flatnonzero(~kept)
+    bad = np.flatnonzero(~SUDOKU.keeps_givens(p, s))
     if bad.size:
         raise InputError(f"{path} line {lines[bad[0]]}: expected an answer that keeps the givens")
 
@@ -801,21 +711,8 @@ def _bench_table(result: dict) -> str:
 # Command line
 
 
-class CliParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _cmd_solve(args: argparse.Namespace) -> int:
-    if args.file in (None, "-"):
-        name, text = "<stdin>", sys.stdin.read()
-    else:
-        name = args.file
-        with open_text(args.file, "puzzle file") as f:
-            try:
-                text = f.read()
-            except UnicodeDecodeError:
-                raise InputError(f"{name}: expected a UTF-8 text file of puzzles") from None
+    name, text = common.read_text_input(args.file, "puzzles")
     status = 0
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -1013,22 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as e:
-        print(f"sudoku {args.command}: error: {e}.", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:  # reading errors are InputErrors already: this is a write failing
-        where = e.filename or getattr(args, "out", "the output")
-        print(f"sudoku {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sudoku: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    return common.run_main("sudoku", build_parser(), argv)
 
 
 if __name__ == "__main__":

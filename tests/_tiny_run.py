@@ -143,3 +143,56 @@ def arc(tmp_path_factory) -> dict:
     result = _train(c, workdir)
     _CACHE["arc"] = {"data": data, "workdir": workdir, "tasks": tasks, "result": result}
     return _CACHE["arc"]
+
+
+def hrm(tmp_path_factory) -> dict:
+    """{"data", "workdir", "result"}: a tiny HRM (configs/sudoku_hrm.py's variant) trained for a
+    few steps on the tiny Sudoku dataset; HRM halts on q_halt > q_continue, not q_halt > 0."""
+    if "hrm" in _CACHE:
+        return _CACHE["hrm"]
+    from configs import sudoku_hrm
+
+    data = sudoku(tmp_path_factory)["data"]
+    c = sudoku_cpu.get_config()
+    c.data.path = str(data)
+    c.data.global_batch_size = 16
+    c.data.eval_global_batch_size = SUDOKU_EVAL_BATCH
+    c.model.hidden_size = 32
+    c.model.num_heads = 2
+    c.model.L_layers = 1
+    c = sudoku_hrm.variant(c)
+    c.model.puzzle_emb_ndim = 32
+    c.model.halt_max_steps = 4
+    c.train.epochs = 2
+    c.train.eval_interval = 1
+    c.train.max_steps = 4
+    c.train.lr_warmup_steps = 1
+    c.checkpoint.every_steps = 0
+    workdir = tmp_path_factory.mktemp("tiny_hrm") / "run"
+    result = _train(c, workdir)
+    _set_q_head(workdir)
+    _CACHE["hrm"] = {"data": data, "workdir": workdir, "result": result, "config": c}
+    return _CACHE["hrm"]
+
+
+def _set_q_head(workdir: pathlib.Path) -> None:
+    """Give the latest checkpoint a Q head on which the two candidate halting rules disagree:
+    q_halt = -1 < 0 but > q_continue = -2 on every row and step (four training steps leave both
+    near the init bias -5, where no rule fires). Rewrites the partial state ``trm_jax.load``
+    restores (parameters, EMA, constants, puzzle table, step)."""
+    import shutil
+
+    import jax
+    import orbax.checkpoint as ocp
+
+    from trm_jax import checkpoint as ckpt
+    from trm_jax.model.trm import TRMModel
+
+    info = ckpt.locate(workdir)
+    weights = jax.device_get(ckpt.restore_weights(info, TRMModel(info.model_config)))
+    for name in ("params", "ema_params"):
+        q_head = weights[name]["q_head"]
+        q_head["kernel"] = np.zeros_like(q_head["kernel"])
+        q_head["bias"] = np.array([-1.0, -2.0], q_head["bias"].dtype)
+    shutil.rmtree(info.path / "state")
+    ocp.PyTreeCheckpointer().save(info.path / "state", weights)

@@ -111,10 +111,12 @@ def test_solve_trace_has_one_frame_per_step_and_the_answer_is_the_halting_frame(
     assert np.all((trace.halt_probability > 0) & (trace.halt_probability < 1))
 
 
-def test_halt_steps_fixed_and_adaptive():
+def test_halt_steps_fixed_and_adaptive(trm):
     q = np.array([[-1.0, 0.5, -2.0], [0.3, 2.0, -1.0], [1.0, -1.0, -3.0]])  # [N=3, B=3]
-    np.testing.assert_array_equal(inf.halt_steps(q, "fixed"), [3, 3, 3])
-    np.testing.assert_array_equal(inf.halt_steps(q, "adaptive"), [2, 1, 3])
+    halts = trm.halts(q, np.zeros_like(q))  # a TRM halts on q_halt > 0
+    np.testing.assert_array_equal(halts, q > 0)
+    np.testing.assert_array_equal(inf.halt_steps(halts, "fixed"), [3, 3, 3])
+    np.testing.assert_array_equal(inf.halt_steps(halts, "adaptive"), [2, 1, 3])
 
 
 def test_solve_rejects_bad_and_foreign_puzzles(trm):

@@ -190,35 +190,50 @@ def test_arc_task_seen_and_unseen(tmp_path_factory, tmp_path):
     assert "not seen in training" in r.stderr and "blank row 0" in r.stderr
 
 
-def test_maze_checks_name_the_problem_and_recognise_a_shortest_path():
-    from data_gen import maze
+def _adaptive_steps_of_solve_and_evaluate(run: dict, tmp_path, name: str):
+    """Steps per test puzzle: (`solve --halting adaptive`, `evaluate --halting adaptive`)."""
+    inputs = np.load(run["data"] / "test" / "all__inputs.npy")
+    puzzles = tmp_path / f"{name}.txt"
+    puzzles.write_text("\n".join(_as_string(x) for x in inputs) + "\n")
+    out = tmp_path / f"{name}_eval"
+    common = ["--workdir", run["workdir"], "--halting", "adaptive"]
+    batch = ["--batch-size", _tiny_run.SUDOKU_EVAL_BATCH]
+    with ThreadPoolExecutor(2) as pool:
+        solve = pool.submit(_tiny_run.run_cli, "trm_jax.solve", *common, *batch, "--file", puzzles)
+        ev = pool.submit(
+            _tiny_run.run_cli, "trm_jax.evaluate", *common, *batch, "--save-preds", "--out", out
+        )
+        solve, ev = solve.result(), ev.result()
+    assert solve.returncode == 0, solve.stderr
+    assert ev.returncode == 0, ev.stderr
+    solved = [
+        int(line.split("answer from step ")[1].split()[0])
+        for line in solve.stdout.splitlines()
+        if " answer from step " in line
+    ]
+    (preds,) = out.glob("*/test_adaptive/predictions.npz")
+    return np.array(solved), np.load(preds)["steps"]
 
-    question, answer, _ = maze.generate_one(0, 1, maze.MazeSpec())
-    grid = lambda s: np.array(list(s)).reshape(30, 30)  # noqa: E731
-    tokens = inf.encode_maze(question)
-    assert tokens.shape == (900,)
-    ok, why = inf.maze_answer_report(grid(question), grid(answer))
-    assert ok and "shortest" in why
-    broken = answer.replace("o", " ", 1)
-    assert not inf.maze_answer_report(grid(question), grid(broken))[0]
-    with pytest.raises(inf.PuzzleError, match="30 lines of 30 characters, got 29 lines"):
-        inf.encode_maze("\n".join(question[i : i + 30] for i in range(0, 870, 30)))
-    with pytest.raises(inf.PuzzleError, match="has no 'G'"):
-        inf.encode_maze(question.replace("G", " "))
-    with pytest.raises(inf.PuzzleError, match="found 'o'"):
-        inf.encode_maze(answer)
 
-
-def test_sudoku_conflicts_mark_clashing_digits():
-    from trm_jax import viz
-
-    answer = "236145879587926413941378265853712946762594381419683752628459137374261598195837624"
-    solution = np.array([int(c) for c in answer]).reshape(9, 9)
-    assert not viz.sudoku_conflicts(solution).any()
-    wrong = solution.copy()
-    wrong[0, 0] = 5  # 5 already in row 0 (col 5), column 0 (row 1) and the top-left box (1, 0)
-    mask = viz.sudoku_conflicts(wrong)
-    assert mask[0, 0] and mask[0, 5] and mask[1, 0]
-    assert mask.sum() == 3
-    wrong[4, 4] = 0  # blanks never conflict
-    assert not viz.sudoku_conflicts(wrong)[4, 4]
+@pytest.mark.parametrize("arch", ["trm", "hrm"])
+def test_adaptive_halting_of_solve_equals_evaluate_on_trm_and_hrm(arch, tmp_path_factory, tmp_path):
+    """One halting rule: solve and trm.solve stop where evaluate (and training) stop, also for
+    HRM, whose rule (q_halt > q_continue) differs from q_halt > 0 on this checkpoint."""
+    run = _tiny_run.sudoku(tmp_path_factory) if arch == "trm" else _tiny_run.hrm(tmp_path_factory)
+    model = inf.load(run["workdir"])
+    assert model.model_config.arch == arch
+    inputs = np.load(run["data"] / "test" / "all__inputs.npy").astype(np.int32)
+    preds, q, qc = model.solve_tokens(inputs, np.zeros(len(inputs)), _tiny_run.SUDOKU_EVAL_BATCH)
+    rule = inf.halt_steps(model.halts(q, qc), "adaptive")
+    q_halt_only = inf.halt_steps(q > 0, "adaptive")
+    if arch == "hrm":  # the two rules disagree here (step 1 vs N), so the test tells them apart
+        assert (rule == 1).all() and (q_halt_only == len(q)).all(), (q, qc)
+    else:
+        np.testing.assert_array_equal(rule, q_halt_only)
+    solved, evaluated = _adaptive_steps_of_solve_and_evaluate(run, tmp_path, arch)
+    assert len(solved) == len(evaluated) == len(inputs)
+    np.testing.assert_array_equal(solved, evaluated)
+    np.testing.assert_array_equal(rule, evaluated)
+    for i in (0, len(inputs) - 1):
+        _, trace = model.solve(_as_string(inputs[i]), halting="adaptive", trace=True, batch_size=16)
+        assert trace.halt_step == evaluated[i]

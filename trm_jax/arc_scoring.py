@@ -21,13 +21,13 @@ Pure numpy; nothing here needs jax (arrays from jax are accepted and converted).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from trm_jax.data.augment import inverse_dihedral_transform
+from trm_jax.data import tokens as tok
+from trm_jax.data.augment import invert_arc_augmentation
 
 __all__ = [
     "ArcVoter",
@@ -38,9 +38,6 @@ __all__ = [
     "parse_identifier",
 ]
 
-# Token layout of ARC sequences (§1.4): PAD = 0, EOS = 1, colour c -> c + 2.
-_FIRST_COLOUR_TOKEN = 2
-_LAST_COLOUR_TOKEN = 11
 _SEPARATOR = "|||"
 _IDENTITY_PERM = np.arange(10, dtype=np.uint8)
 
@@ -80,53 +77,10 @@ def parse_identifier(name: str) -> tuple[str, int, np.ndarray]:
     return parts[0], int(parts[1][1:]), perm
 
 
-def crop_batch(tokens: Any) -> list[np.ndarray]:
-    """Crop every sequence of ``tokens [B, S*S]`` (or ``[B, S, S]``) to its grid of colours.
-
-    Each sequence is viewed as an S x S canvas (S = 30 for ARC). The crop is the reference's
-    (§6 step 2): the largest top-left-anchored rectangle whose cells are all colour tokens
-    (2..11). Scanning rows r = 1..S with a column limit starting at S, the limit shrinks to the
-    first non-colour token of row r within the current limit, and the rectangle r x limit with
-    the largest area wins (the first one on ties; no colour at the top-left gives a 0 x 0 grid).
-    Returns uint8 grids of colours (tokens minus 2).
-    """
-    tokens = np.asarray(tokens)
-    if tokens.ndim == 2:
-        side = math.isqrt(tokens.shape[1])
-        if side * side != tokens.shape[1]:
-            raise ValueError(f"cannot view sequences of length {tokens.shape[1]} as square grids.")
-        tokens = tokens.reshape(tokens.shape[0], side, side)
-    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
-        raise ValueError(f"expected tokens [B, S*S] or [B, S, S], got shape {tokens.shape}.")
-    batch, side, _ = tokens.shape
-    if batch == 0:
-        return []
-    is_colour = (tokens >= _FIRST_COLOUR_TOKEN) & (tokens <= _LAST_COLOUR_TOKEN)
-    # First non-colour column of each row (S if the whole row is colours) ...
-    first_bad = np.where(is_colour.all(axis=2), side, np.argmin(is_colour, axis=2))
-    # ... and the running column limit, which can only shrink down the rows.
-    limit = np.minimum.accumulate(first_bad, axis=1)
-    area = limit * np.arange(1, side + 1)[None, :]
-    best_row = np.argmax(area, axis=1)  # first maximum, as a strict '>' scan keeps
-    best_area = area[np.arange(batch), best_row]
-    num_rows = np.where(best_area > 0, best_row + 1, 0)
-    num_cols = np.where(best_area > 0, limit[np.arange(batch), best_row], 0)
-    return [
-        (tokens[b, : num_rows[b], : num_cols[b]] - _FIRST_COLOUR_TOKEN).astype(np.uint8)
-        for b in range(batch)
-    ]
-
-
-def crop(tokens: Any) -> np.ndarray:
-    """Crop one sequence ``[S*S]`` (or canvas ``[S, S]``) to its grid of colours; see crop_batch."""
-    tokens = np.asarray(tokens)
-    return crop_batch(tokens[None])[0]
-
-
-def inverse_augment(grid: np.ndarray, tid: int, perm: np.ndarray) -> np.ndarray:
-    """Undo ``augmented = dihedral_tid(perm[grid])``: ``argsort(perm)[inverse_dihedral(grid)]``."""
-    inv_perm = np.argsort(perm).astype(np.uint8)
-    return inv_perm[inverse_dihedral_transform(np.asarray(grid), tid)]
+# One implementation each, shared with the dataset builder (names kept for callers).
+crop_batch = tok.arc_crop_batch
+crop = tok.arc_crop
+inverse_augment = invert_arc_augmentation
 
 
 def grid_hash(grid: Any) -> str:

@@ -7,30 +7,34 @@ state, EMA, puzzle table, ACT carry, step, RNG), ``data`` (the Grain iterator st
 renames it when complete, so a crash during a save leaves the previous checkpoint as the latest.
 The latest ``keep`` checkpoints are kept, plus the best by evaluation exact accuracy.
 
-Reference checkpoints (``.pt`` / ``.npz`` state dicts) are imported by
-:func:`import_state_dict`, re-exported here from :mod:`trm_jax.reference_import`.
+Reading a finished run (:func:`locate`, :func:`restore_weights`) needs only the JSON items and
+the parameters: :class:`CheckpointInfo` says where a checkpoint is and what model it holds.
+Reference PyTorch checkpoints are imported by :mod:`trm_jax.reference_import`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import logging
 import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from trm_jax.reference_import import (  # noqa: F401  (public re-exports)
-    CheckpointImportError,
-    export_state_dict,
-    import_state_dict,
-    read_state_dict,
-)
+from trm_jax import config as config_lib
+from trm_jax import fileio, tasks
+from trm_jax.model.config import ModelConfig
+from trm_jax.model.trm import TRMModel, init_variables
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+RESTORED = ("step", "params", "ema_params", "constants", "puzzle_table")
 
 
 class CheckpointError(ValueError):
@@ -150,21 +154,219 @@ def check_compatible(meta: dict, model_cfg, source: str) -> None:
 
 def write_config(workdir: str | os.PathLike, config_json: str) -> None:
     """Write ``config.json`` beside the checkpoints atomically."""
-    path = os.path.join(os.fspath(workdir), CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config_json)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fileio.write_text(os.path.join(os.fspath(workdir), CONFIG_FILE), config_json)
 
 
-def read_config(workdir: str | os.PathLike) -> dict:
-    path = os.path.join(os.fspath(workdir), CONFIG_FILE)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{workdir} has no {CONFIG_FILE}; is it a trm_jax work dir?")
+# --------------------------------------------------------------------------------------------
+# Locating a checkpoint (JSON only: no arrays are read)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """Where a checkpoint lives and what it is, read from its JSON files."""
+
+    workdir: Path
+    step: int
+    path: Path  # <workdir>/checkpoints/<step>
+    meta: dict
+    config: Any  # ml_collections.ConfigDict (the defaults if config.json is missing)
+    model_config: ModelConfig
+    task: str | None
+    available_steps: tuple[int, ...]
+
+    @property
+    def dataset(self) -> str:
+        """The run's dataset directory: the config's path, else the absolute path recorded at
+        training time, whichever exists here (else the config's, which may not exist)."""
+        return _dataset_of(self.config, self.meta)
+
+
+def _dataset_of(config, meta: dict) -> str:
+    candidates = [str(config.data.get("path") or ""), str(meta.get("dataset") or "")]
+    for c in candidates:
+        if c and os.path.isdir(c):
+            return c
+    return candidates[0] or candidates[1]
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Orbax logs warnings (read-only dirs, missing per-item metadata) that mean nothing here."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}).") from e
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _steps_in(ckpt_dir: Path) -> list[int]:
+    """Finalised orbax steps: integer-named directories (temporary ones carry a suffix)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _read_meta(step_dir: Path) -> dict:
+    meta_dir = step_dir / "meta"
+    if not (step_dir / "state").is_dir() or not meta_dir.is_dir():
+        raise CheckpointError(
+            f"{step_dir} is not a trm_jax checkpoint (it lacks the 'state' and 'meta' items)."
+        )
+    try:
+        with _quiet_absl():
+            meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+                meta_dir, args=ocp.args.JsonRestore()
+            )
+    except Exception as e:  # orbax raises many kinds; all mean "unreadable"
+        raise CheckpointError(f"{meta_dir} cannot be read ({_first_line(e)}).") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise CheckpointError(
+            f"{step_dir} has no model description in its meta; it was not written by trm_jax."
+        )
+    return dict(meta)
+
+
+def _model_config(meta: dict, where: Path) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    kw = {k: v for k, v in meta["model"].items() if k in known}
+    try:
+        return ModelConfig(**kw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{where} describes a model this code cannot build ({_first_line(e)})."
+        ) from None
+
+
+def task_of(model_config: ModelConfig, dataset: str | None = None) -> str | None:
+    """The puzzle kind of a model: the dataset's ``task`` if readable, else its token shapes."""
+    if dataset:
+        try:
+            from trm_jax.data import dataset as ds
+
+            task = ds.load_split(dataset, "train").task
+        except (ValueError, OSError):
+            task = None
+        if task in tasks.NAMES:
+            return task
+    record = tasks.of_shape(model_config.vocab_size, model_config.seq_len)
+    return record.name if record else None
+
+
+def locate(path: str | os.PathLike, step: int | None = None) -> CheckpointInfo:
+    """Find a checkpoint: a work dir (its latest step, or ``step``) or a ``checkpoints/<N>`` dir.
+
+    Reads only JSON (meta and config.json). Raises CheckpointError with one sentence.
+    """
+    p = Path(os.fspath(path)).expanduser().absolute()
+    if not p.exists():
+        raise CheckpointError(
+            f"{p} does not exist; expected a trm_jax work dir or a .../checkpoints/<step> "
+            "directory."
+        )
+    if (p / CHECKPOINT_DIR).is_dir() or (p / CONFIG_FILE).is_file():
+        workdir = p
+        steps = _steps_in(p / CHECKPOINT_DIR)
+        if not steps:
+            raise CheckpointError(f"{p} has no checkpoints (nothing in {p / CHECKPOINT_DIR}).")
+        if step is None:
+            step = steps[-1]
+        elif int(step) not in steps:
+            raise CheckpointError(
+                f"{p} has no checkpoint for step {step}; it has steps {', '.join(map(str, steps))}."
+            )
+        step_dir = p / CHECKPOINT_DIR / str(step)
+    elif p.name.isdigit() and p.is_dir():
+        workdir = p.parent.parent
+        steps = _steps_in(p.parent)
+        if step is not None and int(step) != int(p.name):
+            raise CheckpointError(f"{p} is the checkpoint of step {p.name}, not of step {step}.")
+        step = int(p.name)
+        step_dir = p
+    else:
+        raise CheckpointError(
+            f"{p} is neither a trm_jax work dir (no {CHECKPOINT_DIR}/ inside) nor a "
+            f"checkpoint directory (.../{CHECKPOINT_DIR}/<step>)."
+        )
+    meta = _read_meta(step_dir)
+    mcfg = _model_config(meta, step_dir)
+    try:
+        config = config_lib.from_json((workdir / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        warnings.warn(
+            f"{workdir} has no {CONFIG_FILE}; using the default config (raw weights, "
+            "unknown dataset).",
+            stacklevel=2,
+        )
+        config = config_lib.default_config()
+        config.data.path = str(meta.get("dataset") or "")
+    except ValueError as e:
+        raise CheckpointError(
+            f"{workdir / CONFIG_FILE} is not valid JSON ({_first_line(e)})."
+        ) from None
+    dataset = _dataset_of(config, meta)
+    return CheckpointInfo(
+        workdir=workdir,
+        step=int(step),
+        path=step_dir,
+        meta=meta,
+        config=config,
+        model_config=mcfg,
+        task=task_of(mcfg, dataset),
+        available_steps=tuple(steps),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Restoring weights
+
+
+def restore_weights(info: CheckpointInfo, model: TRMModel) -> dict:
+    """Partial orbax restore of the parameters, EMA, constants, puzzle table and step."""
+    state_dir = info.path / "state"
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    checkpointer = ocp.PyTreeCheckpointer()
+    try:
+        with _quiet_absl():
+            stored = checkpointer.metadata(state_dir).item_metadata.tree
+    except Exception as e:
+        raise CheckpointError(f"{state_dir} cannot be read ({_first_line(e)}).") from None
+    missing = [k for k in RESTORED if k not in stored]
+    if missing:
+        raise CheckpointError(f"{state_dir} lacks {', '.join(missing)}; not a trm_jax train state.")
+
+    expected = jax.eval_shape(lambda k: init_variables(model, k), jax.random.key(0))
+    want_shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), expected)
+    for name, key in (("params", "params"), ("ema_params", "params"), ("constants", "constants")):
+        have = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), stored[name])
+        if have != want_shapes[key]:
+            raise CheckpointError(
+                f"{info.path} holds {name} of other shapes than its model config describes "
+                "(the meta and the state disagree)."
+            )
+    table = stored["puzzle_table"]
+    target = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=device),
+        "params": expected["params"],
+        "ema_params": expected["params"],
+        "constants": expected["constants"],
+        "puzzle_table": jax.ShapeDtypeStruct(tuple(table.shape), table.dtype, sharding=device),
+    }
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), target)
+    try:
+        with _quiet_absl():
+            return checkpointer.restore(
+                state_dir,
+                args=ocp.args.PyTreeRestore(
+                    item=target, restore_args=restore_args, partial_restore=True
+                ),
+            )
+    except Exception as e:
+        raise CheckpointError(f"{state_dir} cannot be restored ({_first_line(e)}).") from None

@@ -9,12 +9,13 @@ Solves puzzles with a trained checkpoint and shows how the answer was refined:
                            {task_id: task}); its test inputs are solved
 
 ``--halting fixed`` (default, the reference) answers with the last of the ``halt_max_steps``
-supervision steps; ``--halting adaptive`` with the first step whose q_halt > 0. The answer is
-printed as a grid; for Sudoku with whether it is a valid solution that keeps the givens, for
-mazes whether it marks a shortest S-G path, for ARC whether it equals the task's expected output
-when the file has one. ``--trace`` prints the decoded prediction and q_halt after each step;
-``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>`` before its extension when
-there are several puzzles).
+supervision steps; ``--halting adaptive`` with the first step at which the training halting rule
+fires (``q_halt > 0``, or ``q_halt > q_continue`` for HRM), as ``trm_jax.evaluate`` does. The
+answer is printed as a grid; for Sudoku with whether it is a valid solution that keeps the
+givens, for mazes whether it marks a shortest S-G path, for ARC whether it equals the task's
+expected output when the file has one. ``--trace`` prints the decoded prediction and q_halt after
+each step; ``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>`` before its
+extension when there are several puzzles).
 
 ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
 task not seen in training gets the blank row 0, with a warning (expect a poor answer).
@@ -36,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from trm_jax import checkpoint as ckpt
+from trm_jax import tasks
 from trm_jax.checkpoint import CheckpointError
+from trm_jax.tasks import PuzzleError
 
 
 class InputError(ValueError):
@@ -135,6 +139,11 @@ def read_puzzles(args: argparse.Namespace, task: str | None) -> tuple[str, list[
                 if not isinstance(pair, dict) or "input" not in pair:
                     raise InputError(f"{label} has no 'input' grid.")
                 expected = pair.get("output")
+                if expected is not None:
+                    try:
+                        expected = tasks.ARC.check_grid(expected, "expected output")
+                    except ValueError as e:
+                        raise InputError(f"{label}: {e}") from None
                 puzzles.append(Puzzle(label, pair["input"], tid, expected))
         return "arc", puzzles
     text = _read_text(args.file, "puzzle file")
@@ -142,7 +151,7 @@ def read_puzzles(args: argparse.Namespace, task: str | None) -> tuple[str, list[
     puzzles = [Puzzle(f"{args.file} line {n}", s) for n, s in lines if s.strip()]
     if not puzzles:
         raise InputError(f"puzzle file {args.file} holds no puzzles.")
-    if task not in ("sudoku", "maze"):
+    if task not in tasks.NAMES or not tasks.named(task).one_per_line:
         raise InputError(
             "--file takes Sudoku or maze puzzles, one per line; use --arc-task for ARC tasks."
         )
@@ -151,46 +160,6 @@ def read_puzzles(args: argparse.Namespace, task: str | None) -> tuple[str, list[
 
 # --------------------------------------------------------------------------------------------
 # Printing
-
-
-def format_grid(grid: np.ndarray, task: str) -> list[str]:
-    g = np.asarray(grid)
-    if task == "sudoku":
-        rows = []
-        for r in range(9):
-            cells = ["." if d == 0 else str(int(d)) for d in g[r]]
-            rows.append(" | ".join(" ".join(cells[i : i + 3]) for i in (0, 3, 6)))
-            if r in (2, 5):
-                rows.append("------+-------+------")
-        return rows
-    if task == "maze":
-        return ["".join(row) for row in g]
-    if g.size == 0:
-        return ["(empty grid)"]
-    return [" ".join(str(int(v)) for v in row) for row in g]
-
-
-def _side_by_side(left: list[str], right: list[str], gap: str = "    ") -> list[str]:
-    w = max(len(s) for s in left)
-    n = max(len(left), len(right))
-    left = left + [""] * (n - len(left))
-    right = right + [""] * (n - len(right))
-    return [f"{a.ljust(w)}{gap}{b}".rstrip() for a, b in zip(left, right)]
-
-
-def _verdict(task: str, puzzle_grid: np.ndarray, answer: np.ndarray, p: Puzzle) -> str | None:
-    from trm_jax import inference as inf
-
-    if task == "sudoku":
-        ok = inf.sudoku_is_solution(puzzle_grid, answer)
-        return f"valid solution that keeps the givens: {'yes' if ok else 'no'}"
-    if task == "maze":
-        ok, why = inf.maze_answer_report(puzzle_grid, answer)
-        return f"shortest path: {'yes' if ok else 'no'} ({why})"
-    if p.expected is not None:
-        same = np.array_equal(np.asarray(p.expected), answer)
-        return f"matches the expected output: {'yes' if same else 'no'}"
-    return None
 
 
 def _png_path(base: str, i: int, n: int) -> str:
@@ -209,30 +178,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    info = inf.locate(args.workdir or args.checkpoint, args.step)
+    info = ckpt.locate(args.workdir or args.checkpoint, args.step)
     task, puzzles = read_puzzles(args, info.task)
     # Check each puzzle on its own terms first, then that it fits the checkpoint.
-    side = int(np.sqrt(info.model_config.seq_len)) if info.task == "maze" else 30
+    record = tasks.named(task, info.model_config.seq_len if info.task == task else None)
     tokens = []
     for p in puzzles:
         try:
-            if task == "sudoku":
-                t = inf.encode_sudoku(p.value)
-            elif task == "maze":
-                t = inf.encode_maze(p.value, side)
-            else:
-                from trm_jax.data import tokens as tok
-
-                t = tok.arc_grid_to_tokens(p.value)
-                if p.expected is not None:
-                    p.expected = tok.check_arc_grid(p.expected, "expected output")
+            tokens.append(record.parse(p.value).astype(np.int32))
         except ValueError as e:
             raise InputError(f"{p.label}: {e}") from None
-        tokens.append(t.astype(np.int32))
     if info.task != task:
         raise InputError(inf.mismatch_message(info, task, puzzles[0].label))
 
-    trm = inf.load(info.path, ema=args.ema)
+    trm = inf.load(info, ema=args.ema)
     ids, warned = [], set()
     for p in puzzles:
         row, warning = trm.puzzle_id(p.name)
@@ -244,35 +203,23 @@ def run(args: argparse.Namespace) -> int:
         trm.config.data.get("eval_global_batch_size", 0) or trm.config.data.get("global_batch_size")
     )
     batch_size = args.batch_size or min(len(puzzles), max(eval_batch, 1))
-    preds, q = trm.solve_tokens(np.stack(tokens), np.asarray(ids), batch_size)
-    halts = inf.halt_steps(q, args.halting)
+    preds, q, qc = trm.solve_tokens(np.stack(tokens), np.asarray(ids), batch_size)
+    halts = inf.halt_steps(trm.halts(q, qc), args.halting)
     N = trm.model_config.halt_max_steps
     print(f"{trm!r}, halting {args.halting}")
     for i, p in enumerate(puzzles):
-        puzzle_grid = trm.decode(tokens[i])
-        frames = [trm.decode(x) for x in preds[:, i]]
+        puzzle_grid = record.decode(tokens[i])
+        frames = [record.decode(x) for x in preds[:, i]]
         k = int(halts[i])
         answer = frames[k - 1]
         qk = float(q[k - 1, i])
-        head = (
+        print()
+        print(
             f"{p.label}: answer from step {k} of {N} (q_halt {qk:+.2f}, "
             f"halt probability {1 / (1 + np.exp(-qk)):.3f})"
         )
-        print()
-        print(head)
-        if task == "sudoku":
-            body = _side_by_side(
-                ["puzzle"] + format_grid(puzzle_grid, task), ["answer"] + format_grid(answer, task)
-            )
-        elif task == "arc":
-            body = ["input"] + format_grid(puzzle_grid, task) + ["answer"]
-            body += format_grid(answer, task)
-        else:
-            body = format_grid(answer, task)
-        print("\n".join(body))
-        if task == "sudoku":
-            print("answer: " + "".join(str(int(d)) if d else "." for d in answer.reshape(-1)))
-        verdict = _verdict(task, puzzle_grid, answer, p)
+        print("\n".join(record.format_answer(puzzle_grid, answer)))
+        verdict = record.verdict(puzzle_grid, answer, p.expected)
         if verdict:
             print(verdict)
         if args.trace:
@@ -285,18 +232,12 @@ def run(args: argparse.Namespace) -> int:
                     f"  step {s}: q_halt {qs:+.3f} (sigmoid {1 / (1 + np.exp(-qs)):.3f}), "
                     f"{n_changed} cells changed" + ("  <- answer" if s == k else "")
                 )
-                if task == "sudoku":
-                    print("    " + "".join(str(int(d)) if d else "." for d in frame.reshape(-1)))
-                else:
-                    print("\n".join("    " + r for r in format_grid(frame, task)))
+                print("\n".join("    " + r for r in record.format_step(frame)))
         if args.png:
             from trm_jax import viz
 
             trace = inf.Trace(puzzle_grid, frames, q[:, i], k)
-            title = (
-                f"{inf.TASK_NAMES[task]} {p.label}, checkpoint step {trm.step}, "
-                f"{args.halting} halting"
-            )
+            title = f"{record.title} {p.label}, checkpoint step {trm.step}, {args.halting} halting"
             out = viz.save_refinement(
                 _png_path(args.png, i + 1, len(puzzles)), trace, task, title=title
             )
@@ -306,8 +247,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trm_jax.inference import PuzzleError
-
     try:
         return run(args)
     except (InputError, CheckpointError, PuzzleError) as e:

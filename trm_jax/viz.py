@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from trm_jax import tasks
+
 CHANGED = "#ffd43b"  # highlight of cells that changed since the previous frame
 # The usual ARC palette, colours 0..9.
 ARC_COLOURS = (
@@ -65,26 +67,11 @@ def changed_cells(prev: np.ndarray | None, cur: np.ndarray) -> np.ndarray | None
     return prev != cur
 
 
-def sudoku_conflicts(grid: np.ndarray) -> np.ndarray:
-    """[9, 9] bool: filled cells whose digit appears again in their row, column or box."""
-    g = np.asarray(grid).reshape(9, 9)
-    out = np.zeros((9, 9), bool)
-    boxes = g.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)  # box-major
-    for d in range(1, 10):
-        hit = g == d
-        row = hit.sum(1, keepdims=True) > 1
-        col = hit.sum(0, keepdims=True) > 1
-        box = (boxes == d).sum(1) > 1  # [9] per box
-        box_cells = np.repeat(np.repeat(box.reshape(3, 3), 3, 0), 3, 1)
-        out |= hit & (row | col | box_cells)
-    return out
-
-
 def _draw_sudoku(ax, puzzle, grid, changed) -> None:
     from matplotlib.patches import Rectangle
 
     givens = np.asarray(puzzle) > 0
-    conflicts = sudoku_conflicts(grid)
+    conflicts = tasks.SUDOKU.conflicts(grid)
     for r in range(9):
         for c in range(9):
             if changed is not None and changed[r, c]:
@@ -160,7 +147,7 @@ def refinement_figure(
     """
     from matplotlib.figure import Figure
 
-    if task not in ("sudoku", "maze", "arc"):
+    if task not in tasks.NAMES:
         raise ValueError(f"task must be sudoku, maze or arc, got {task!r}.")
     q_halt = np.asarray(q_halt, np.float64).reshape(-1)
     if len(predictions) != q_halt.size:
@@ -188,7 +175,7 @@ def refinement_figure(
             ax.set_title("input", fontsize=8)
             continue
         n = "new shape" if changed is None else f"{int(changed.sum())} changed"
-        bad = task == "sudoku" and bool(sudoku_conflicts(frame).any() or (frame == 0).any())
+        bad = task == "sudoku" and not tasks.SUDOKU.valid(frame)[0]
         if task == "sudoku" and bad:
             n += ", invalid"
         is_answer = halt_step is not None and i == halt_step

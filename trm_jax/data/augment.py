@@ -189,7 +189,7 @@ def apply_arc_augmentation(grid: np.ndarray, tid: int, perm: np.ndarray) -> np.n
 
 def invert_arc_augmentation(grid: np.ndarray, tid: int, perm: np.ndarray) -> np.ndarray:
     """The evaluator's inverse: ``inv_perm[inverse_dihedral(grid)]`` with ``inv_perm = argsort``."""
-    inv_perm = np.argsort(np.asarray(perm))
+    inv_perm = np.argsort(np.asarray(perm)).astype(np.uint8)
     return inv_perm[inverse_dihedral_transform(np.asarray(grid), tid)]
 
 

@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from trm_jax import fileio
+
 FORMAT_VERSION = 1
 SET_NAME = "all"
 BLANK_NAME = "<blank>"
@@ -408,31 +410,13 @@ def write_split(
         raise
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_identifiers(root: str | os.PathLike, names: list[str]) -> None:
     """Atomically writes ``<root>/identifiers.json``: ``names[i]`` is identifier i's name."""
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
         _fail("identifiers must be a list of strings.")
     if not names or names[0] != BLANK_NAME:
         _fail(f"identifiers must start with {BLANK_NAME!r} (identifier 0).")
-    _atomic_write_json(Path(root) / "identifiers.json", list(names))
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically writes any JSON file (e.g. ``test_puzzles.json``)."""
-    _atomic_write_json(Path(path), obj)
+    fileio.write_json(Path(root) / "identifiers.json", list(names), indent=None)
 
 
 # --------------------------------------------------------------------------------------------

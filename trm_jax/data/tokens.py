@@ -4,16 +4,19 @@
   0 is PAD and never appears. Vocabulary 11.
 - Maze (§1.3): a square grid row-major over the charset ``"# SGo"``: ``'#'`` = 1 (wall),
   ``' '`` = 2 (open), ``'S'`` = 3, ``'G'`` = 4, ``'o'`` = 5 (path); 0 is PAD. Vocabulary 6.
-- ARC (§1.4): a 30x30 canvas; PAD = 0, EOS = 1, colour c -> c + 2. The grid sits at a translation
-  offset (row, col); EOS marks the row just below the grid and the column just right of it where
-  these fall inside the canvas (the corner cell below-right is not set). Vocabulary 12, length 900.
-  :func:`arc_crop` recovers a grid from a canvas the way the ARC evaluator does (§6 step 2).
+- ARC (§1.4): a 30x30 canvas (the side is a parameter, default 30); PAD = 0, EOS = 1,
+  colour c -> c + 2. The grid sits at a translation offset (row, col); EOS marks the row just
+  below the grid and the column just right of it where these fall inside the canvas (the corner
+  cell below-right is not set). Vocabulary 12, length 900.
+  :func:`arc_crop` / :func:`arc_crop_batch` recover grids from canvases the way the ARC
+  evaluator does (§6 step 2).
 
 Bad input raises ``ValueError`` with one sentence naming what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -91,13 +94,24 @@ for _i, _ch in enumerate(MAZE_CHARSET):
 def maze_to_tokens(maze: str) -> np.ndarray:
     """A square maze string over ``"# SGo"`` (row-major) -> uint8[side*side]."""
     n = len(maze)
-    side = int(round(n**0.5))
+    side = math.isqrt(n)
     if n == 0 or side * side != n:
         raise ValueError(f"a maze string must have a square length, got {n} characters.")
-    bad = sorted(set(maze) - set(MAZE_CHARSET))
+    return mazes_to_tokens([maze], n)[0]
+
+
+def mazes_to_tokens(mazes: Sequence[str], seq_len: int) -> np.ndarray:
+    """Maze strings of ``seq_len`` characters over ``"# SGo"`` -> uint8 [N, seq_len]."""
+    if not mazes:
+        return np.zeros((0, seq_len), dtype=np.uint8)
+    wrong = [len(m) for m in mazes if len(m) != seq_len]
+    if wrong:
+        raise ValueError(f"a maze string must have {seq_len} characters, got {wrong[0]}.")
+    text = "".join(mazes)
+    bad = sorted(set(text) - set(MAZE_CHARSET))
     if bad:
         raise ValueError(f"a maze string may hold only {list(MAZE_CHARSET)}, found {bad}.")
-    return _MAZE_LUT[np.frombuffer(maze.encode(), dtype=np.uint8)]
+    return _MAZE_LUT[np.frombuffer(text.encode(), dtype=np.uint8)].reshape(-1, seq_len)
 
 
 def tokens_to_maze(tokens: np.ndarray) -> str:
@@ -112,7 +126,7 @@ def tokens_to_maze(tokens: np.ndarray) -> str:
 # ARC
 
 
-def check_arc_grid(grid, what: str = "grid") -> np.ndarray:
+def check_arc_grid(grid, what: str = "grid", side: int = ARC_SIDE) -> np.ndarray:
     """Validates an ARC grid (list of lists or array) and returns it as uint8[h, w]."""
     try:
         a = np.asarray(grid)
@@ -123,53 +137,67 @@ def check_arc_grid(grid, what: str = "grid") -> np.ndarray:
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"the {what} must hold integer colours, got dtype {a.dtype}.")
     h, w = a.shape
-    if h > ARC_SIDE or w > ARC_SIDE:
-        raise ValueError(f"the {what} is {h}x{w}, larger than the {ARC_SIDE}x{ARC_SIDE} canvas.")
+    if h > side or w > side:
+        raise ValueError(f"the {what} is {h}x{w}, larger than the {side}x{side} canvas.")
     if a.min() < 0 or a.max() > 9:
         raise ValueError(f"the {what} holds colours outside 0-9 ({int(a.min())}..{int(a.max())}).")
     return a.astype(np.uint8)
 
 
-def arc_grid_to_tokens(grid, pad_r: int = 0, pad_c: int = 0) -> np.ndarray:
-    """An ARC grid placed at (pad_r, pad_c) in the 30x30 canvas -> uint8[900] (reference §1.4)."""
-    a = check_arc_grid(grid)
+def arc_grid_to_tokens(grid, pad_r: int = 0, pad_c: int = 0, side: int = ARC_SIDE) -> np.ndarray:
+    """An ARC grid placed at (pad_r, pad_c) in the side x side canvas -> uint8[side^2] (§1.4)."""
+    a = check_arc_grid(grid, side=side)
     h, w = a.shape
-    if pad_r < 0 or pad_c < 0 or pad_r + h > ARC_SIDE or pad_c + w > ARC_SIDE:
+    if pad_r < 0 or pad_c < 0 or pad_r + h > side or pad_c + w > side:
         raise ValueError(f"a {h}x{w} grid at offset ({pad_r}, {pad_c}) does not fit the canvas.")
-    canvas = np.full((ARC_SIDE, ARC_SIDE), ARC_PAD, dtype=np.uint8)
+    canvas = np.full((side, side), ARC_PAD, dtype=np.uint8)
     canvas[pad_r : pad_r + h, pad_c : pad_c + w] = a + ARC_COLOUR_OFFSET
-    if pad_r + h < ARC_SIDE:
+    if pad_r + h < side:
         canvas[pad_r + h, pad_c : pad_c + w] = ARC_EOS
-    if pad_c + w < ARC_SIDE:
+    if pad_c + w < side:
         canvas[pad_r : pad_r + h, pad_c + w] = ARC_EOS
     return canvas.reshape(-1)
 
 
-def arc_crop(tokens: np.ndarray) -> np.ndarray:
-    """The evaluator's crop (reference §6 step 2): tokens[900] -> grid of colours 0..9.
+def arc_crop_batch(tokens) -> list[np.ndarray]:
+    """The evaluator's crop (reference §6 step 2) of every row of ``tokens [B, S*S]`` (or
+    ``[B, S, S]``): uint8 grids of colours 0..9.
 
-    Takes the largest top-left-anchored rectangle whose cells are all colour tokens: rows are
-    scanned top to bottom with a column limit that shrinks to the first non-colour token of each
-    row; the rectangle of largest area ``rows x limit`` (first one on ties) is returned minus 2.
-    The result may be empty (shape (0, 0)) when the top-left cell is not a colour.
+    Each row is an S x S canvas. The crop is the largest top-left-anchored rectangle whose cells
+    are all colour tokens: scanning rows r = 1..S with a column limit starting at S, the limit
+    shrinks to the first non-colour token of row r within the current limit, and the rectangle
+    r x limit of largest area wins (the first on ties; no colour at the top-left gives 0 x 0).
     """
-    t = np.asarray(tokens)
-    if t.size != ARC_SEQ_LEN:
-        raise ValueError(f"ARC tokens must have {ARC_SEQ_LEN} entries, got {t.size}.")
-    canvas = t.reshape(ARC_SIDE, ARC_SIDE)
-    is_colour = (canvas >= ARC_COLOUR_OFFSET) & (canvas < ARC_VOCAB_SIZE)
-    best_area, best = 0, (0, 0)
-    limit = ARC_SIDE
-    for r in range(ARC_SIDE):
-        stops = np.flatnonzero(~is_colour[r, :limit])
-        if stops.size:
-            limit = int(stops[0])
-        if limit == 0:
-            break
-        area = (r + 1) * limit
-        if area > best_area:
-            best_area, best = area, (r + 1, limit)
-    return canvas[: best[0], : best[1]].astype(np.int64) - ARC_COLOUR_OFFSET
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 2:
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"cannot view sequences of length {tokens.shape[1]} as square grids.")
+        tokens = tokens.reshape(tokens.shape[0], side, side)
+    if tokens.ndim != 3 or tokens.shape[1] != tokens.shape[2]:
+        raise ValueError(f"expected tokens [B, S*S] or [B, S, S], got shape {tokens.shape}.")
+    batch, side, _ = tokens.shape
+    if batch == 0:
+        return []
+    is_colour = (tokens >= ARC_COLOUR_OFFSET) & (tokens < ARC_VOCAB_SIZE)
+    # First non-colour column of each row (S if the whole row is colours) ...
+    first_bad = np.where(is_colour.all(axis=2), side, np.argmin(is_colour, axis=2))
+    # ... and the running column limit, which can only shrink down the rows.
+    limit = np.minimum.accumulate(first_bad, axis=1)
+    area = limit * np.arange(1, side + 1)[None, :]
+    best_row = np.argmax(area, axis=1)  # first maximum, as a strict '>' scan keeps
+    best_area = area[np.arange(batch), best_row]
+    num_rows = np.where(best_area > 0, best_row + 1, 0)
+    num_cols = np.where(best_area > 0, limit[np.arange(batch), best_row], 0)
+    return [
+        (tokens[b, : num_rows[b], : num_cols[b]] - ARC_COLOUR_OFFSET).astype(np.uint8)
+        for b in range(batch)
+    ]
+
+
+def arc_crop(tokens) -> np.ndarray:
+    """The crop of one canvas ``[S*S]`` (or ``[S, S]``); see :func:`arc_crop_batch`."""
+    return arc_crop_batch(np.asarray(tokens)[None])[0]
 
 
 def arc_tokens_to_grid(tokens: np.ndarray) -> np.ndarray:
