@@ -42,7 +42,7 @@ class TrainState:
 
     step: jax.Array  # int32 [], optimizer steps taken
     batches: jax.Array  # int32 [], training batches consumed (== step unless pseudocode ACT)
-    horizon: jax.Array  # int32 [], the step where the cosine decay of the learning rate ends
+    horizon: jax.Array  # int32 [], the batch where the cosine decay of the learning rate ends
     params: Any
     constants: Any  # H_init / L_init: fixed, never trained
     opt_state: Any
@@ -54,7 +54,13 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Static objects the steps close over."""
+    """Static objects the steps close over.
+
+    The learning-rate schedule counts training batches (``TrainState.batches``), as do
+    ``total_steps``, the warm-up and the time-budget horizon: with the carry form one batch is one
+    optimizer update (the reference); with the pseudocode form the up to N_sup updates of one
+    batch share its rate, so the decay ends where the run does.
+    """
 
     model: TRMModel
     tcfg: TrainConfig
@@ -69,11 +75,11 @@ class Setup:
         t = self.tcfg
         return lr_at(step, t.puzzle_emb_lr, t.lr_warmup_steps, horizon, t.lr_min_ratio)
 
-    def tx(self, horizon) -> optax.GradientTransformation:
-        """AdamATan2 with the schedule bound to ``horizon`` (the state's layout does not depend
-        on it, so ``tx(h).init`` is the same for every ``h``)."""
+    def tx(self, lr) -> optax.GradientTransformation:
+        """AdamATan2 at rate ``lr`` (the state's layout does not depend on it, so ``tx(r).init``
+        is the same for every ``r``; its bias correction counts its own updates)."""
         t = self.tcfg
-        return adam_atan2(lambda count: self.lr(count, horizon), t.beta1, t.beta2, t.weight_decay)
+        return adam_atan2(lr, t.beta1, t.beta2, t.weight_decay)
 
 
 def make_setup(model: TRMModel, tcfg: TrainConfig, total_steps: int) -> Setup:
@@ -104,7 +110,7 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
         horizon=jnp.asarray(setup.total_steps, jnp.int32),
         params=params,
         constants=variables["constants"],
-        opt_state=setup.tx(setup.total_steps).init(params),
+        opt_state=setup.tx(setup.tcfg.lr).init(params),
         ema_params=jax.tree.map(jnp.copy, params),
         puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
         carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
@@ -139,17 +145,24 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
         loss_fn, argnums=argnums, has_aux=True
     )(state.params, rows)
     g_params, g_rows = grads if has_table else (grads, None)
-    updates, opt_state = setup.tx(state.horizon).update(g_params, state.opt_state, state.params)
+    # The schedule's position: this batch, numbered from 1 (== the update with the carry form).
+    position = state.batches + 1
+    lr = setup.lr(position, state.horizon)
+    updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     table = state.puzzle_table
     if has_table:
         table = sparse_sign_sgd(
-            table, ids, g_rows, setup.puzzle_lr(step, state.horizon), tcfg.puzzle_emb_weight_decay
+            table,
+            ids,
+            g_rows,
+            setup.puzzle_lr(position, state.horizon),
+            tcfg.puzzle_emb_weight_decay,
         )
     ema = ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
-    out["lr"] = setup.lr(step, state.horizon)
+    out["lr"] = lr
     out["grad_norm"] = optax.tree.norm(g_params)
     out["param_norm"] = optax.tree.norm(params)
     state = state.replace(
