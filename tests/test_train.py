@@ -181,7 +181,7 @@ import functools, jax, numpy as np, sys
 sys.path.insert(0, sys.argv[1])
 from tests.test_train import _setup, _batches
 from trm_jax import sharding as shd
-from trm_jax.train import state_shardings
+from trm_jax.sharding import state_shardings
 from trm_jax.steps import train_step
 assert len(jax.devices()) == 8
 results = []

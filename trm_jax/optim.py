@@ -15,8 +15,9 @@ reference: its step counter is incremented before use, so the first optimiser up
 the puzzle table, which the reference holds as a buffer).
 
 We do not deliberately differ from the reference anywhere in this module except one clamp: the
-cosine's progress stops at 1 (the reference never steps past the end of its decay). Floating-point results
-match it to float32 rounding (the order of a few multiplications differs, see ``adam_atan2``).
+cosine's progress stops at 1 (the reference never steps past the end of its decay). Floating-point
+results match it to float32 rounding (the order of a few multiplications differs, see
+``adam_atan2``).
 """
 
 from __future__ import annotations

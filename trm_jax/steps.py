@@ -5,12 +5,16 @@ persistent ACT carry, the loss summed over rows and divided by the GLOBAL batch,
 parameters and of the gathered puzzle-table rows, AdamATan2 on the parameters, sparse sign-SGD
 on the table, and the EMA of the parameters. ``evaluate_batch`` runs a fresh batch for all
 ``halt_max_steps`` steps (or adaptively) and returns the last step's outputs and metric sums.
-Static settings (model, optimizer, schedule) are bound with ``functools.partial`` outside jit.
+Static settings (model, optimizer, schedule) are bound with ``functools.partial`` outside jit;
+:func:`build_steps` jits the three steps for one setup on one mesh, with their shardings and the
+state donated (``trm_jax.train``, ``scripts/ablate.py`` and ``scripts/bench.py`` all use it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from trm_jax import sharding as shd
 from trm_jax.act import (
     Carry,
     act_forward,
@@ -29,6 +34,7 @@ from trm_jax.act import (
     wants_halt,
 )
 from trm_jax.config import TrainConfig
+from trm_jax.losses import IGNORE_LABEL_ID, binary_cross_entropy_with_logits
 from trm_jax.model.trm import TRMModel, init_variables
 from trm_jax.optim import adam_atan2, ema_update, lr_at, sparse_sign_sgd
 
@@ -248,7 +254,15 @@ def evaluate_batch(
     halting rule fires (``q_halt > 0``, or ``q_halt > q_continue`` for configs that train the
     Q-continue head, e.g. HRM); its ``steps`` then counts the steps it used.
     Returns (outputs with preds / logits / q_halt_logits of the scored step, metric sums).
+
+    An optional ``batch["scored"]`` (bool [B]) drops the other rows from every sum, q_halt_loss
+    included (rows past an evaluation's ``max_examples``); without it every row is summed as in
+    the reference (padding rows, whose labels are all ignored, add BCE(q_halt, 1) to q_halt_loss).
     """
+    scored_B = batch.get("scored")
+    if scored_B is not None:
+        labels = jnp.where(scored_B[:, None], batch["labels"], IGNORE_LABEL_ID)
+        batch = {k: v for k, v in batch.items() if k != "scored"} | {"labels": labels}
     variables = {"params": params, "constants": constants}
     n = model.cfg.halt_max_steps
     carry = initial_carry(model, batch)
@@ -283,4 +297,55 @@ def evaluate_batch(
     sums = {k: metrics[k] for k in METRIC_KEYS}
     for k in ("lm_loss", "q_halt_loss"):
         sums[k] = metrics[k].astype(jnp.float32)
+    if scored_B is not None:
+        labels = batch["labels"]
+        exact_B = jnp.all((preds == labels) | (labels == IGNORE_LABEL_ID), axis=-1)
+        bce_B = binary_cross_entropy_with_logits(out["q_halt_logits"], exact_B)
+        sums["q_halt_loss"] = jnp.sum(jnp.where(scored_B, bce_B, 0.0)).astype(jnp.float32)
     return out, sums
+
+
+# ---- the jitted steps on a mesh ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The jitted steps of one setup on one mesh.
+
+    ``init(key) -> state``; ``train(state, batch) -> (state, metrics)`` with the state donated;
+    ``evaluate(params, constants, puzzle_table, batch) -> (outputs, sums)`` (:func:`evaluate_batch`,
+    fixed halting). Batches are dicts of global arrays split on ``data`` (see
+    :func:`trm_jax.sharding.global_batch`); ``state`` is the shardings of the train state and
+    ``abstract`` its shapes (a restore target with :func:`trm_jax.checkpoint.abstract_like`).
+    """
+
+    init: Callable
+    train: Callable
+    evaluate: Callable
+    state: TrainState
+    abstract: TrainState
+    table_rows: int
+
+
+def build_steps(setup: Setup, mesh) -> Steps:
+    """Jit init, train (carry or pseudocode form, from ``setup.tcfg``) and eval for ``mesh``."""
+    cfg = setup.model.cfg
+    table_rows = shd.padded_rows(max(cfg.num_puzzle_identifiers, 1), mesh)
+    init_fn = functools.partial(init_state, setup, table_rows=table_rows)
+    abstract = jax.eval_shape(init_fn, jax.random.key(0))
+    state_sh = shd.state_shardings(abstract, mesh)
+    rep, batch = shd.replicated(mesh), shd.batch_sharding(mesh)
+    step_fn = train_step if setup.tcfg.deep_supervision == "carry" else train_step_pseudocode
+    train = jax.jit(
+        functools.partial(step_fn, setup),
+        in_shardings=(state_sh, batch),
+        out_shardings=(state_sh, rep),
+        donate_argnums=0,
+    )
+    evaluate = jax.jit(
+        functools.partial(evaluate_batch, setup.model),
+        in_shardings=(state_sh.params, state_sh.constants, state_sh.puzzle_table, batch),
+        out_shardings=(batch, rep),
+    )
+    init = jax.jit(init_fn, out_shardings=state_sh)
+    return Steps(init, train, evaluate, state_sh, abstract, table_rows)
