@@ -36,8 +36,10 @@ same ``--out`` stop the run (use another ``--out``). ``--dry-run`` prints the pl
 effective depth, budget) without training; ``--estimate`` also times a few training steps and one
 evaluation batch of each variant and projects the wall time of the whole run.
 
-The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles:
-31.5 minutes for all eight variants on 2 idle cores, measured; docs/ablation-cpu.md). Paper scale
+The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles; about
+half an hour for all eight variants on 2 idle cores, measured results in docs/ablation-cpu.md).
+The learning-rate warm-up defaults to the first 10% of each variant's training batches (the
+schedule counts batches, see trm_jax.steps.Setup). Paper scale
 on a GPU (reference §7; docs/ablation.md):
 ``--data data/sudoku-extreme-1k --hidden 512 --heads 8 --cycles 3,6 --batch 768 --lr 1e-4
 --warmup-steps 2000 --ema --budget-steps 65104 --eval-examples 0``.
@@ -640,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32, help="global training batch")
     s.add_argument("--halt-max-steps", type=int, default=16, help="N_sup")
     s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the updates")
+    s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the batches")
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False)
     s.add_argument("--dtype", choices=("bfloat16", "float32"), default=None)
     s.add_argument("--seed", type=int, default=0)
