@@ -144,27 +144,27 @@ def score(
         process_count=jax.process_count(),
         split=split,
     )
-    for local in batches:
+    for i, local in enumerate(batches):
+        if max_examples and i * batch_size >= max_examples:
+            break  # the same batch on every process: no need to ask the others
         index = local["example_index"]
-        if max_examples and int(_to_host(np.asarray(index[:1]))[0]) >= max_examples:
-            break
         batch = {k: local[k] for k in ("inputs", "labels", "puzzle_identifiers")}
         if max_examples:
             batch["scored"] = index < max_examples
         outputs, sums = evaluate_fn(shd.global_batch(batch, mesh))
         for k, v in jax.device_get(sums).items():
             totals[k] = totals.get(k, 0.0) + float(v)
-        rows = _to_host(
-            {
-                "index": np.asarray(index),
-                "keep": np.asarray(local["valid"] & (index < total)),
-                "inputs": np.asarray(local["inputs"]),
-                "puzzle_identifiers": np.asarray(local["puzzle_identifiers"]),
-            }
-        )
-        keep = np.flatnonzero(rows["keep"])
         if voter is not None or keep_predictions:
+            rows = _to_host(
+                {
+                    "index": np.asarray(index),
+                    "keep": np.asarray(local["valid"] & (index < total)),
+                    "inputs": np.asarray(local["inputs"]),
+                    "puzzle_identifiers": np.asarray(local["puzzle_identifiers"]),
+                }
+            )
             host = _to_host({k: outputs[k] for k in ("preds", "q_halt_logits", "steps")})
+            keep = np.flatnonzero(rows["keep"])
             if voter is not None:
                 voter.add_batch(
                     rows["inputs"][keep],
@@ -177,7 +177,7 @@ def score(
                 kept["preds"].append(np.asarray(host["preds"])[keep].astype(np.int16))
                 kept["q_halt_logits"].append(np.asarray(host["q_halt_logits"], np.float32)[keep])
                 kept["steps"].append(np.asarray(host["steps"], np.int32)[keep])
-        done += len(keep)
+        done = min(total, (i + 1) * batch_size)  # examples scored so far, over all processes
         progress.update(done)
     progress.update(done, force=True)
     count = max(totals.get("count", 0.0), 1.0)
@@ -262,7 +262,7 @@ def headline_name(is_arc: bool) -> str:
 def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
     """Rows of {"label", metrics...} -> an aligned text table, the headline column first."""
     cols = [headline_name(is_arc)] if is_arc else []
-    cols += ["exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss"]
+    cols += list(METRIC_ORDER)
     if is_arc:
         cols += [f"ARC/pass@{k}" for k in PASS_KS if k != 2]
     head = ["halting"] + [("mean steps" if c == "steps" else c) for c in cols]
