@@ -5,9 +5,9 @@ Command (README):
         --givens 45 --seed 0
     python -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=runs/sudoku-cpu
 
-Hardware: 2 CPU cores (no AMX). Measured (README, "The CPU main job"): at most 13 minutes of
-training, ~760-830 steps with the learning-rate decay ending inside the budget; held-out exact
-accuracy 99.6% / 100.0% on 45 givens and 92.0% / 95.8% / 95.4% on 34 givens (seeds 0 / 1 / 2).
+Hardware: 2 CPU cores (no AMX); at most 13 minutes of training, the learning-rate decay ending
+inside the budget. Measured results (accuracy, steps, wall time, why each setting below):
+docs/main-job.md.
 """
 
 from trm_jax.config import default_config
@@ -25,8 +25,8 @@ def get_config():
     c.model.num_heads = 4
     c.model.puzzle_emb_ndim = 128
     # Two cycles of two L updates per supervision step (6 net applications instead of the
-    # reference's 21): on 2 cores each step is 2.7x cheaper, so 13 minutes buy ~2.5x more
-    # optimizer steps, which matters more here than depth per step (16 steps still refine).
+    # reference's 21): cheaper steps, so the budget buys more optimizer steps, which matters
+    # more here than depth per step (16 steps still refine; docs/main-job.md).
     c.model.H_cycles = 2
     c.model.L_cycles = 2
     # float32: this CPU has no bfloat16 matrix units, so bfloat16 only adds conversions.
@@ -39,13 +39,13 @@ def get_config():
     c.train.lr = 3e-3
     c.train.lr_warmup_steps = 100
     # Cosine decay to 0.1 x lr, ending where the time budget runs out on this machine (measured
-    # after warm-up): at a constant 3e-3 the loss stalls and seeds scatter (README).
+    # after warm-up): at a constant 3e-3 the loss stalls and seeds scatter (docs/main-job.md).
     c.train.lr_min_ratio = 0.1
     c.train.lr_decay_end = "time_budget"
     c.train.puzzle_emb_lr = 3e-3
     c.train.weight_decay = 1.0
     c.train.puzzle_emb_weight_decay = 1.0
-    # EMA 0.999 lags ~1000 steps behind: too slow for a run this short (see README).
+    # EMA 0.999 lags ~1000 steps behind: too slow for a run this short (docs/main-job.md).
     c.train.ema = False
     # 13 minutes of training, then the final evaluation: the command ends within 15 minutes.
     c.train.time_budget_s = 780.0

@@ -1,8 +1,10 @@
 """TRM with multi-scale latents (``trm_hier6``) on Sudoku-Extreme: the paper's "multi-z" ablation.
 
-z_H plus n low-level latents z_L1..z_Ln (n = L_cycles = 6, as the reference hard-codes); L step
-i updates z_Li from the sum of all of them, the H step reads that sum (reference §4). Otherwise
-configs/sudoku_mlp.py. Data: as configs/sudoku_mlp.py.
+z_H plus six low-level latents z_L1..z_L6 (the reference always carries six, whatever n =
+L_cycles <= 6 is); L step i updates z_Li from the sum of all six, the H step reads that sum
+(reference §4). With n < 6 the latents past n stay at their init and still enter every sum, as
+in the reference (golden trm_hier6_tiny has n = 4). ``--config.model.num_latents=K`` asks for
+another count. Otherwise configs/sudoku_mlp.py. Data: as configs/sudoku_mlp.py.
 Train:
     python -m trm_jax.train --config=configs/sudoku_hier6.py --workdir=runs/sudoku_hier6
 Ablation (scripts/ablate.py variant ``multi-z``): see docs/ablation.md.
@@ -18,9 +20,8 @@ from trm_jax.config import config_module
 
 
 def variant(c):
-    """One z_L per L step (n + 1 latents in all)."""
+    """z_H plus ``c.model.num_latents`` z_L states (default six, as the reference)."""
     c.model.arch = "trm_hier6"
-    c.model.num_latents = max(1, c.model.L_cycles)
     return c
 
 

@@ -36,8 +36,10 @@ same ``--out`` stop the run (use another ``--out``). ``--dry-run`` prints the pl
 effective depth, budget) without training; ``--estimate`` also times a few training steps and one
 evaluation batch of each variant and projects the wall time of the whole run.
 
-The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles:
-31.5 minutes for all eight variants on 2 idle cores, measured; docs/ablation-cpu.md). Paper scale
+The defaults are the CPU scale (hidden 64, batch 32, 300 updates each, 200 test puzzles; about
+half an hour for all eight variants on 2 idle cores, measured results in docs/ablation-cpu.md).
+The learning-rate warm-up defaults to the first 10% of each variant's training batches (the
+schedule counts batches, see trm_jax.steps.Setup). Paper scale
 on a GPU (reference §7; docs/ablation.md):
 ``--data data/sudoku-extreme-1k --hidden 512 --heads 8 --cycles 3,6 --batch 768 --lr 1e-4
 --warmup-steps 2000 --ema --budget-steps 65104 --eval-examples 0``.
@@ -53,10 +55,23 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from data_gen import sudoku as gen  # noqa: E402
 from trm_jax import config as config_lib  # noqa: E402
+from trm_jax import evaluate as ev  # noqa: E402
+from trm_jax import inference, train  # noqa: E402
+from trm_jax import sharding as shd  # noqa: E402
+from trm_jax.checkpoint import CheckpointError  # noqa: E402
+from trm_jax.data import pipeline  # noqa: E402
+from trm_jax.data.dataset import DatasetError  # noqa: E402
+from trm_jax.fileio import write_json, write_text  # noqa: E402
+from trm_jax.model.trm import TRMModel, init_variables  # noqa: E402
+from trm_jax.steps import build_steps, make_setup  # noqa: E402
 
 VARIANTS = (
     "trm-mlp",
@@ -168,9 +183,9 @@ def finalize(c, batches: int, meta, args):
     c.train.max_steps = batches
     c.train.epochs = epochs
     c.train.eval_interval = epochs
-    updates = batches * updates_per_batch(c)
+    # The schedule counts batches (trm_jax.steps.Setup): warm up over the first 10% of them.
     warmup = args.warmup_steps
-    c.train.lr_warmup_steps = round(0.1 * updates) if warmup is None else warmup
+    c.train.lr_warmup_steps = round(0.1 * batches) if warmup is None else warmup
     c.train.log_every = max(1, min(50, batches // 10))
     # trm_jax.train evaluates once at the end; keep that to one batch (scored below instead).
     c.data.eval_global_batch_size = c.data.global_batch_size
@@ -185,11 +200,6 @@ def model_config(c, meta):
 
 
 def count_params(mcfg) -> int:
-    import jax
-    import numpy as np
-
-    from trm_jax.model.trm import TRMModel, init_variables
-
     shapes = jax.eval_shape(lambda: init_variables(TRMModel(mcfg), jax.random.key(0)))
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
 
@@ -253,28 +263,52 @@ def settings_key(c, args) -> dict:
 
 
 def ensure_data(args) -> None:
+    """Generate the Sudoku dataset (as ``data_gen.sudoku build`` would) when it is missing."""
     if Path(args.data).is_dir():
         return
-    from data_gen import sudoku as gen
-
     print(
         f"Building {args.data}: {args.num_train} train / {args.num_test} test generated puzzles, "
         f"{args.givens} givens, seed {args.data_seed}",
         flush=True,
     )
-    argv = ["build", "--out", str(args.data), "--num-train", str(args.num_train)]
-    argv += ["--num-test", str(args.num_test), "--givens", str(args.givens)]
-    argv += ["--seed", str(args.data_seed), "--workers", str(args.workers)]
-    if args.quiet:
-        argv.append("--quiet")
-    rc = gen.main(argv)
-    if rc != 0 or not Path(args.data).is_dir():
-        raise AblationError(f"building the dataset {args.data} failed (exit status {rc}).")
+    if not 17 <= args.givens <= 81 or args.num_train < 1 or args.num_test < 1:
+        raise AblationError("expected 17 <= --givens <= 81, --num-train >= 1, --num-test >= 1.")
+    spec = gen.GenSpec(min_givens=args.givens, max_givens=args.givens)
+    total = args.num_train + args.num_test
+    try:
+        recs, used = gen.generate_many(args.data_seed, total, spec, args.workers, args.quiet)
+    except gen.InputError as e:
+        raise AblationError(f"building the dataset {args.data} failed: {e}.") from None
+
+    def records(rs: list) -> gen.Records:
+        return gen.Records([r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs])
+
+    metadata = {
+        "source": "generated",
+        "generator_version": gen.GENERATOR_VERSION,
+        "seed": args.data_seed,
+        "filters": {
+            "min_givens": args.givens,
+            "max_givens": args.givens,
+            "min_rating": spec.min_rating,
+            "max_rating": spec.max_rating,
+        },
+        "rating_definition": "guesses (branching decisions) of data_gen.sudoku's solver",
+        "materialize": 0,
+        "counts": {
+            "train": args.num_train,
+            "test": args.num_test,
+            "indices_used": used,
+            "attempts": sum(r[4] for r in recs),
+        },
+    }
+    train_recs, test_recs = records(recs[: args.num_train]), records(recs[args.num_train :])
+    gen.write_dataset(
+        str(args.data), train_recs, test_recs, materialize=0, seed=args.data_seed, metadata=metadata
+    )
 
 
 def load_meta(args, split: str = "train"):
-    from trm_jax.data import pipeline
-
     return pipeline.load_metadata(str(args.data), split)
 
 
@@ -292,54 +326,25 @@ def time_variant(c, meta, eval_rows: int = 0) -> dict:
     and ``eval_example_cpu`` are the process CPU time of the same calls (steadier than wall time
     when other jobs share the cores).
     """
-    import functools
-
-    import jax
-
-    from trm_jax import sharding as shd
-    from trm_jax.data import pipeline
-    from trm_jax.model.trm import TRMModel
-    from trm_jax.steps import (
-        evaluate_batch,
-        init_state,
-        make_setup,
-        train_step,
-        train_step_pseudocode,
-    )
-    from trm_jax.train import state_shardings
-
     tcfg = config_lib.train_config(c)
     mcfg = model_config(c, meta)
     mesh = shd.make_mesh(c.mesh.data)
     shd.check_batch(tcfg.global_batch_size, mesh)
     model = TRMModel(mcfg)
-    setup = make_setup(model, tcfg, max(1, c.train.max_steps or 1000))
-    rows = shd.padded_rows(max(mcfg.num_puzzle_identifiers, 1), mesh)
-    abstract = jax.eval_shape(lambda k: init_state(setup, k, rows), jax.random.key(0))
-    shardings = state_shardings(abstract, mesh)
-    step_fn = train_step if tcfg.deep_supervision == "carry" else train_step_pseudocode
-    b_sh = shd.batch_sharding(mesh)
-    batch_sh = {"inputs": b_sh, "labels": b_sh, "puzzle_identifiers": b_sh}
-    p_train = jax.jit(
-        functools.partial(step_fn, setup),
-        in_shardings=(shardings, batch_sh),
-        out_shardings=(shardings, shd.replicated(mesh)),
-        donate_argnums=0,
-    )
+    steps = build_steps(make_setup(model, tcfg, max(1, c.train.max_steps or 1000)), mesh)
     n = max(1, TIMED_STEPS // updates_per_batch(c))
     data = pipeline.train_iterator(
         c.data.path, global_batch_size=tcfg.global_batch_size, seed=tcfg.seed, prefetch=0
     )
     batches = [shd.global_batch(next(data), mesh) for _ in range(n + 1)]
     t0 = time.perf_counter()
-    init = jax.jit(functools.partial(init_state, setup, table_rows=rows), out_shardings=shardings)
-    state = init(jax.random.key(tcfg.seed))
-    state, _ = p_train(state, batches[0])
+    state = steps.init(jax.random.key(tcfg.seed))
+    state, _ = steps.train(state, batches[0])
     jax.block_until_ready(state)
     first = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches[1:]:
-        state, metrics = p_train(state, b)
+        state, metrics = steps.train(state, b)
     jax.block_until_ready((state, metrics))
     out = {"step": (time.perf_counter() - t0) / n, "step_cpu": (time.process_time() - c0) / n}
     out["compile"] = max(first - out["step"], 0.0)
@@ -349,13 +354,12 @@ def time_variant(c, meta, eval_rows: int = 0) -> dict:
         batch = shd.global_batch(
             {k: local[k] for k in ("inputs", "labels", "puzzle_identifiers")}, mesh
         )
-        p_eval = jax.jit(functools.partial(evaluate_batch, model))
         args = (state.params, state.constants, state.puzzle_table, batch)
         t0 = time.perf_counter()
-        jax.block_until_ready(p_eval(*args))
+        jax.block_until_ready(steps.evaluate(*args))
         first = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(p_eval(*args))
+        jax.block_until_ready(steps.evaluate(*args))
         run = time.perf_counter() - t0
         out["eval_example"] = run / eval_rows
         out["eval_example_cpu"] = (time.process_time() - c0) / eval_rows
@@ -388,13 +392,6 @@ def _read_json(path: Path):
         ) from None
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _check_key(path: Path, key: dict, name: str, out: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -408,8 +405,6 @@ def _check_key(path: Path, key: dict, name: str, out: Path) -> dict | None:
 
 
 def eval_batch_size(args, meta_test) -> int:
-    import jax
-
     n = args.eval_examples or meta_test.num_examples
     size = args.eval_batch or min(256, max(n, 1))
     devices = jax.device_count()
@@ -418,9 +413,6 @@ def eval_batch_size(args, meta_test) -> int:
 
 def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> dict:
     """Train (or resume) and score one variant; returns its result record (also on disk)."""
-    from trm_jax import evaluate as ev
-    from trm_jax import inference, train
-
     name, c = entry["variant"], entry["config"]
     out = Path(args.out)
     vdir = out / name
@@ -450,7 +442,7 @@ def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> d
         else:
             timing = None
             batches = batches_for_steps(c, args.budget_steps)
-        _write_json(vdir / "plan.json", {"key": key, "batches": batches, "timing": timing})
+        write_json(vdir / "plan.json", {"key": key, "batches": batches, "timing": timing})
     c = finalize(c, batches, meta, args)
     mcfg = entry["model"]
     per = updates_per_batch(c)
@@ -504,7 +496,7 @@ def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> d
             f"{updates} updates in {seconds / 60:.1f} min",
             flush=True,
         )
-    _write_json(vdir / "result.json", record)
+    write_json(vdir / "result.json", record)
     return record
 
 
@@ -541,11 +533,10 @@ def markdown_table(records: list[dict], halt_max_steps: int) -> str:
 
 
 def bar_chart(records: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # lazy: only the chart needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = [r["variant"] for r in records]
     exact = [100 * (r.get("fixed") or {}).get("exact_accuracy", 0.0) for r in records]
@@ -612,8 +603,8 @@ def write_report(records: list[dict], args, meta, meta_test) -> str:
         "trm_jax.train (compilation included, scoring excluded).\n\n"
         f"{table}\n\n![exact and token accuracy](ablation.png)\n"
     )
-    (out / "ablation.md").write_text(text)
-    _write_json(out / "ablation.json", {"about": about, "results": records})
+    write_text(out / "ablation.md", text)
+    write_json(out / "ablation.json", {"about": about, "results": records})
     bar_chart(records, out / "ablation.png", short_title(args, meta_test))
     return table
 
@@ -651,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32, help="global training batch")
     s.add_argument("--halt-max-steps", type=int, default=16, help="N_sup")
     s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the updates")
+    s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the batches")
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False)
     s.add_argument("--dtype", choices=("bfloat16", "float32"), default=None)
     s.add_argument("--seed", type=int, default=0)
@@ -717,10 +708,6 @@ def print_plan(entries: list[dict], args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trm_jax.checkpoint import CheckpointError
-    from trm_jax.data.dataset import DatasetError
-    from trm_jax.sharding import MeshError
-
     try:
         check_args(args)
         have_data = Path(args.data).is_dir()
@@ -740,7 +727,13 @@ def main(argv: list[str] | None = None) -> int:
         for i, entry in enumerate(entries, 1):
             records.append(run_variant(entry, args, meta, meta_test, i, len(entries)))
         table = write_report(records, args, meta, meta_test)
-    except (AblationError, config_lib.ConfigError, CheckpointError, DatasetError, MeshError) as e:
+    except (
+        AblationError,
+        config_lib.ConfigError,
+        CheckpointError,
+        DatasetError,
+        shd.MeshError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()

@@ -1,5 +1,6 @@
 """The benchmark script runs and reports every field; the memory and compile-size facts hold."""
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -23,15 +24,17 @@ def _bench_module():
 TINY = dict(hidden_size=32, num_heads=2, batch=4, seq_len=16, puzzle_emb_len=2)
 
 
-def test_warm_up_without_gradient_saves_memory_and_compile_size_is_flat():
+def test_warm_up_without_gradient_adds_no_memory_and_compile_size_is_flat():
     bench = _bench_module()
     name = "small-mlp"
     cfg, batch = bench.model_config(name, "float32", **TINY)
-    stopped = bench.train_temp_bytes(cfg, batch)
-    full = bench.train_temp_bytes(cfg, batch, full_backprop=True)
-    # Backprop through all 3 cycles keeps 3x the activations; the warm-up under stop_gradient
-    # keeps only the graded cycle's.
-    assert stopped <= bench.MEMORY_RATIO_MAX * full, (stopped, full)
+    # The benchmark configs are the paper's config files at benchmark sizes.
+    assert (cfg.mlp_t, cfg.H_cycles, cfg.L_cycles, cfg.hidden_size) == (True, 3, 6, 32)
+    all_cycles = bench.train_temp_bytes(cfg, batch)
+    one_cycle = bench.train_temp_bytes(dataclasses.replace(cfg, H_cycles=1), batch)
+    # The real train step: the two warm-up cycles run under stop_gradient, so they keep no
+    # activations for the backward pass (backprop through them would keep 3x the graded cycle's).
+    assert all_cycles <= bench.WARMUP_MEMORY_RATIO_MAX * one_cycle, (all_cycles, one_cycle)
 
     one, _ = bench.model_config(name, "float32", **TINY, H_cycles=1, L_cycles=1)
     small = bench.train_hlo_size(one, batch, compile=False)["lowered"]
@@ -78,8 +81,8 @@ def test_quick_bench_writes_every_field(tmp_path):
         "train_peak_fraction",
         "train_temp_bytes",
         "train_temp_bytes_no_remat",
-        "train_temp_bytes_full_backprop",
-        "memory_ratio",
+        "train_temp_bytes_one_cycle",
+        "warmup_memory_ratio",
     }
     for row in result["rows"]:
         missing = row_fields - set(row)
@@ -91,4 +94,4 @@ def test_quick_bench_writes_every_field(tmp_path):
         for key in ("h1l1", "h3l6"):
             assert {"compile_s", "lowered", "optimized"} <= set(c[key])
         assert "compile_ratio" in c and "hlo_ratio" in c
-    assert {"memory_ratio_max", "compile_ratio_max"} <= set(result["requirements"])
+    assert {"warmup_memory_ratio_max", "compile_ratio_max"} <= set(result["requirements"])

@@ -161,3 +161,53 @@ def test_arc_scoring_submission_and_explicit_ensemble(tmp_path_factory):
     assert ens["per_checkpoint"][str(steps[-1])]["ARC/pass@2"] == pytest.approx(
         single["metrics"]["ARC/pass@2"]
     )
+
+
+def test_max_examples_drops_the_rest_from_every_sum(tiny):
+    """Rows past --max-examples / data.eval_max_examples leave every sum, q_halt_loss included
+    (padded with them, a batch of 8 must score 4 examples exactly as a batch of 4 does)."""
+    from trm_jax import inference
+
+    trm = inference.load(tiny["workdir"])
+    data = str(tiny["data"])
+    whole = evaluate.evaluate_split(trm, data, "test", batch_size=4, max_examples=4)
+    padded = evaluate.evaluate_split(trm, data, "test", batch_size=8, max_examples=4)
+    assert whole.examples == padded.examples == 4 and padded.metrics["count"] == 4
+    for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss"):
+        assert padded.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-5, abs=1e-7), k
+
+
+def test_arc_training_keeps_the_best_checkpoint_by_pass_at_2(
+    tmp_path_factory, tmp_path, monkeypatch
+):
+    import jax.numpy as jnp
+
+    from trm_jax import checkpoint as ckpt
+    from trm_jax import config as config_lib
+    from trm_jax import train
+
+    arc = _tiny_run.arc(tmp_path_factory)
+    config = config_lib.from_json((arc["workdir"] / "config.json").read_text())
+    saved = {}
+    real_save = ckpt.save
+
+    def save(manager, step, state, data_state, meta, metrics=None):
+        saved[step] = metrics
+        real_save(manager, step, state, data_state, meta, metrics)
+
+    monkeypatch.setattr(ckpt, "save", save)
+    result = train.run(config, str(tmp_path / "run"), verbose=False)
+    for k in (1, 2):
+        assert 0.0 <= result.eval_metrics[f"ARC/pass@{k}"] <= 1.0
+    # Each evaluation's checkpoint is ranked by the headline, ARC pass@2 (not by the per-row
+    # exact accuracy of the augmented copies).
+    assert saved[result.step]["headline"] == pytest.approx(result.eval_metrics["ARC/pass@2"])
+    assert saved[result.step]["exact_accuracy"] == result.eval_metrics["exact_accuracy"]
+
+    # keep_best follows that headline: pass@2 0.5 at step 2 beats exact accuracy 0.9 at step 1.
+    manager = ckpt.make_manager(tmp_path / "best", keep=1, keep_best=True)
+    state = {"w": jnp.zeros((2,))}
+    for step, exact, pass2 in ((1, 0.9, 0.1), (2, 0.1, 0.5), (3, 0.5, 0.2)):
+        real_save(manager, step, state, {}, {}, {"exact_accuracy": exact, "headline": pass2})
+    assert sorted(manager.all_steps()) == [2, 3]  # the latest and the best
+    manager.close()

@@ -26,7 +26,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _np_schedule(step, base, warmup, total, min_ratio):
     if step < warmup:
         return base * step / warmup
-    progress = (step - warmup) / (total - warmup)
+    progress = min((step - warmup) / (total - warmup), 1.0)
     return base * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1 + np.cos(np.pi * progress))))
 
 

@@ -90,6 +90,31 @@ def test_loss_decreases_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
+def test_pseudocode_decay_ends_with_the_run_and_stays_down():
+    """Deep supervision "pseudocode" takes up to N_sup updates per batch; the schedule must count
+    batches like total_steps does, so the cosine reaches its floor at the run's last batch."""
+    from trm_jax.steps import train_step_pseudocode
+
+    base, n_batches = 1e-3, 6
+    model = TRMModel(ModelConfig(**TINY_MODEL))
+    tcfg = TrainConfig(
+        **{**TINY_TRAIN, "deep_supervision": "pseudocode", "lr": base, "lr_min_ratio": 0.1}
+    )
+    setup = make_setup(model, tcfg, total_steps=n_batches)
+    state = jax.jit(functools.partial(init_state, setup, table_rows=16))(jax.random.key(0))
+    step = jax.jit(functools.partial(train_step_pseudocode, setup))
+    lrs = []
+    for batch in _batches(n_batches):
+        state, m = step(state, batch)
+        lrs.append(float(m["lr"]))
+    assert int(state.step) > n_batches  # several updates per batch
+    warm = TINY_TRAIN["lr_warmup_steps"]
+    assert all(a >= b for a, b in zip(lrs[warm - 1 :], lrs[warm:])), lrs  # never climbs back
+    np.testing.assert_allclose(lrs[-1], 0.1 * base, rtol=1e-5)
+    # The puzzle table's rate follows the same position (past the end it stays at the floor).
+    np.testing.assert_allclose(setup.puzzle_lr(n_batches + 5, n_batches), 0.1 * 1e-2, rtol=1e-5)
+
+
 def test_first_steps_match_a_manual_computation():
     """Loss, gradients and both optimizer updates, rebuilt from the parity-tested pieces."""
     setup, state0 = _setup(ema_rate=0.5)
@@ -156,7 +181,7 @@ import functools, jax, numpy as np, sys
 sys.path.insert(0, sys.argv[1])
 from tests.test_train import _setup, _batches
 from trm_jax import sharding as shd
-from trm_jax.train import state_shardings
+from trm_jax.sharding import state_shardings
 from trm_jax.steps import train_step
 assert len(jax.devices()) == 8
 results = []

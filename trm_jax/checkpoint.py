@@ -5,7 +5,7 @@ three items: ``state`` (the whole :class:`~trm_jax.steps.TrainState`: parameters
 state, EMA, puzzle table, ACT carry, step, RNG), ``data`` (the Grain iterator state) and ``meta``
 (model config, dataset shape, metrics). Orbax writes each step into a temporary directory and
 renames it when complete, so a crash during a save leaves the previous checkpoint as the latest.
-The latest ``keep`` checkpoints are kept, plus the best by evaluation exact accuracy.
+The latest ``keep`` checkpoints are kept, plus the best by the evaluation's headline metric.
 
 Reading a finished run (:func:`locate`, :func:`restore_weights`) needs only the JSON items and
 the parameters: :class:`CheckpointInfo` says where a checkpoint is and what model it holds.
@@ -48,12 +48,15 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
 def make_manager(
     workdir: str | os.PathLike, keep: int = 3, keep_best: bool = True, read_only: bool = False
 ) -> ocp.CheckpointManager:
-    """The run's CheckpointManager: latest ``keep`` plus the best by eval exact accuracy."""
+    """The run's CheckpointManager: latest ``keep`` plus the best by the evaluation's headline
+    (ARC pass@2, otherwise exact accuracy)."""
     policies = [pp.LatestN(n=max(1, int(keep)))]
     if keep_best:
         policies.append(
             pp.BestN(
-                get_metric_fn=lambda m: float(m["exact_accuracy"]),
+                # "headline": ARC pass@2 or exact accuracy (trm_jax.train); older runs saved
+                # only exact_accuracy.
+                get_metric_fn=lambda m: float(m.get("headline", m["exact_accuracy"])),
                 n=1,
                 keep_checkpoints_without_metrics=False,
             )

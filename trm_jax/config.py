@@ -116,7 +116,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     # Save every this many steps (0: only at evaluations and at the end).
     c.checkpoint.every_steps = 0
-    # Keep the latest N checkpoints, plus the best by evaluation exact accuracy.
+    # Keep the latest N checkpoints, plus the best by the evaluation headline (ARC: pass@2,
+    # otherwise exact accuracy).
     c.checkpoint.keep = 3
     c.checkpoint.keep_best = True
 

@@ -25,16 +25,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from trm_jax import inference
+from trm_jax import sharding as shd
+from trm_jax.arc_scoring import ArcVoter
 from trm_jax.checkpoint import CheckpointError
+from trm_jax.data import dataset as ds
+from trm_jax.data import pipeline
 from trm_jax.data.dataset import DatasetError
+from trm_jax.fileio import write_json, write_npz
+from trm_jax.progress import Progress
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 METRIC_ORDER = (
@@ -64,43 +72,12 @@ class SplitResult:
     predictions: dict | None = None  # example_index, preds, q_halt_logits, steps (numpy)
 
 
-class Progress:
-    """Examples done, rate and time left on stderr: rewritten in place on a terminal."""
-
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.label, self.total, self.enabled = label, max(total, 1), enabled
-        self.t0 = self.t_shown = time.time()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, done: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.time()
-        if not (final or self.tty or now - self.t_shown >= 5.0):
-            return
-        self.t_shown = now
-        rate = done / max(now - self.t0, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else float("inf")
-        eta = f"{left:.0f}s" if math.isfinite(left) else "?"
-        line = (
-            f"{self.label}: {done}/{self.total} examples ({100 * done / self.total:.0f}%), "
-            f"{rate:.1f} ex/s, eta {eta}"
-        )
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(100) + ("\n" if final else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-
 # --------------------------------------------------------------------------------------------
 # Evaluation
 
 
 def check_dataset(info, data_dir: str, split: str, table_rows: int | None):
     """The split's metadata, after checking that it fits the checkpoint ``info``'s model."""
-    from trm_jax.data import pipeline
-
     meta = pipeline.load_metadata(data_dir, split)
     c = info.model_config
     if (meta.vocab_size, meta.seq_len) != (c.vocab_size, c.seq_len):
@@ -118,6 +95,102 @@ def check_dataset(info, data_dir: str, split: str, table_rows: int | None):
     return meta
 
 
+def _to_host(tree):
+    """Global arrays (or this process's numpy rows) -> numpy arrays of every row, on every host."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def score(
+    evaluate_fn,
+    data_dir: str,
+    split: str,
+    *,
+    batch_size: int,
+    mesh,
+    step: int = 0,
+    halting: str = "fixed",
+    max_examples: int = 0,
+    voter=None,
+    keep_predictions: bool = False,
+    progress_label: str | None = None,
+) -> SplitResult:
+    """The evaluation loop: one pass over ``split`` through ``evaluate_fn(batch) -> (outputs,
+    sums)`` (:func:`trm_jax.steps.evaluate_batch` on some weights, batch of global arrays).
+
+    Each process reads its rows of every global batch of ``batch_size``. The first
+    ``max_examples`` examples are scored (0: all); rows past them are dropped from every sum.
+    ``voter`` (an ArcVoter) receives every scored row's prediction; ``keep_predictions`` keeps
+    per-example outputs (for ``--save-preds``). Used by ``python -m trm_jax.evaluate`` and by the
+    evaluations during training.
+    """
+    meta = pipeline.load_metadata(data_dir, split)
+    total = meta.num_examples if not max_examples else min(meta.num_examples, max_examples)
+    progress = Progress(
+        progress_label or halting,
+        total,
+        unit="examples",
+        enabled=progress_label is not None and jax.process_index() == 0,
+    )
+    t0 = time.time()
+    totals: dict = {}
+    kept: dict = {"example_index": [], "preds": [], "q_halt_logits": [], "steps": []}
+    done = 0
+    batches = pipeline.eval_batches(
+        data_dir,
+        global_batch_size=batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        split=split,
+    )
+    for i, local in enumerate(batches):
+        if max_examples and i * batch_size >= max_examples:
+            break  # the same batch on every process: no need to ask the others
+        index = local["example_index"]
+        batch = {k: local[k] for k in ("inputs", "labels", "puzzle_identifiers")}
+        if max_examples:
+            batch["scored"] = index < max_examples
+        outputs, sums = evaluate_fn(shd.global_batch(batch, mesh))
+        for k, v in jax.device_get(sums).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        if voter is not None or keep_predictions:
+            rows = _to_host(
+                {
+                    "index": np.asarray(index),
+                    "keep": np.asarray(local["valid"] & (index < total)),
+                    "inputs": np.asarray(local["inputs"]),
+                    "puzzle_identifiers": np.asarray(local["puzzle_identifiers"]),
+                }
+            )
+            host = _to_host({k: outputs[k] for k in ("preds", "q_halt_logits", "steps")})
+            keep = np.flatnonzero(rows["keep"])
+            if voter is not None:
+                voter.add_batch(
+                    rows["inputs"][keep],
+                    rows["puzzle_identifiers"][keep],
+                    np.asarray(host["q_halt_logits"])[keep],
+                    np.asarray(host["preds"])[keep],
+                )
+            if keep_predictions:
+                kept["example_index"].append(rows["index"][keep])
+                kept["preds"].append(np.asarray(host["preds"])[keep].astype(np.int16))
+                kept["q_halt_logits"].append(np.asarray(host["q_halt_logits"], np.float32)[keep])
+                kept["steps"].append(np.asarray(host["steps"], np.int32)[keep])
+        done = min(total, (i + 1) * batch_size)  # examples scored so far, over all processes
+        progress.update(done)
+    progress.update(done, force=True)
+    count = max(totals.get("count", 0.0), 1.0)
+    metrics = {k: v / count for k, v in totals.items() if k != "count"}
+    metrics["count"] = totals.get("count", 0.0)
+    predictions = None
+    if keep_predictions:
+        predictions = {
+            k: (np.concatenate(v) if v else np.zeros((0,), np.int32)) for k, v in kept.items()
+        }
+    return SplitResult(step, halting, metrics, done, time.time() - t0, voter, predictions)
+
+
 def evaluate_split(
     trm,
     data_dir: str,
@@ -130,70 +203,35 @@ def evaluate_split(
     keep_predictions: bool = False,
     progress_label: str | None = None,
 ) -> SplitResult:
-    """One pass over ``split`` with :func:`trm_jax.steps.evaluate_batch` on ``trm``'s weights.
-
-    Batches are split over all local devices. ``voter`` (an ArcVoter) receives every batch's
-    predictions; ``keep_predictions`` keeps per-example outputs (for ``--save-preds``).
-    """
-    import jax
-
-    from trm_jax import sharding as shd
-    from trm_jax.data import pipeline
-
-    meta = check_dataset(trm.info, data_dir, split, int(trm.puzzle_table.shape[0]))
+    """:func:`score` with a loaded checkpoint ``trm`` (``trm_jax.load``) on all devices, after
+    checking that the split fits its model."""
+    check_dataset(trm.info, data_dir, split, int(trm.puzzle_table.shape[0]))
     mesh = shd.make_mesh(-1)
     shd.check_batch(batch_size, mesh)
     trm.to(shd.replicated(mesh))
-    total = meta.num_examples if not max_examples else min(meta.num_examples, max_examples)
-    halting = "adaptive" if adaptive else "fixed"
-    progress = Progress(progress_label or halting, total, progress_label is not None)
-    t0 = time.time()
-    totals: dict = {}
-    kept: dict = {"example_index": [], "preds": [], "q_halt_logits": [], "steps": []}
-    done = 0
-    for local in pipeline.eval_batches(data_dir, global_batch_size=batch_size, split=split):
-        index = local["example_index"]
-        if max_examples and index[0] >= max_examples:
-            break
-        keep_row = local["valid"] & (index < total)
-        batch = {
-            "inputs": local["inputs"],
-            # Rows past --max-examples count as padding: no valid labels, blank identifier.
-            "labels": np.where(keep_row[:, None], local["labels"], -100).astype(np.int32),
-            "puzzle_identifiers": np.where(keep_row, local["puzzle_identifiers"], 0).astype(
-                np.int32
-            ),
-        }
-        outputs, sums = trm.evaluate(shd.global_batch(batch, mesh), adaptive=adaptive)
-        for k, v in jax.device_get(sums).items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        if voter is not None or keep_predictions:
-            host = jax.device_get({k: outputs[k] for k in ("preds", "q_halt_logits", "steps")})
-            rows = np.flatnonzero(keep_row)
-            if voter is not None:
-                voter.add_batch(
-                    batch["inputs"][rows],
-                    batch["puzzle_identifiers"][rows],
-                    np.asarray(host["q_halt_logits"])[rows],
-                    np.asarray(host["preds"])[rows],
-                )
-            if keep_predictions:
-                kept["example_index"].append(index[rows])
-                kept["preds"].append(np.asarray(host["preds"])[rows].astype(np.int16))
-                kept["q_halt_logits"].append(np.asarray(host["q_halt_logits"], np.float32)[rows])
-                kept["steps"].append(np.asarray(host["steps"], np.int32)[rows])
-        done += int(keep_row.sum())
-        progress.update(done)
-    progress.update(done, final=True)
-    count = max(totals.get("count", 0.0), 1.0)
-    metrics = {k: v / count for k, v in totals.items() if k != "count"}
-    metrics["count"] = totals.get("count", 0.0)
-    predictions = None
-    if keep_predictions:
-        predictions = {
-            k: (np.concatenate(v) if v else np.zeros((0,), np.int32)) for k, v in kept.items()
-        }
-    return SplitResult(trm.step, halting, metrics, done, time.time() - t0, voter, predictions)
+    return score(
+        lambda batch: trm.evaluate(batch, adaptive=adaptive),
+        data_dir,
+        split,
+        batch_size=batch_size,
+        mesh=mesh,
+        step=trm.step,
+        halting="adaptive" if adaptive else "fixed",
+        max_examples=max_examples,
+        voter=voter,
+        keep_predictions=keep_predictions,
+        progress_label=progress_label,
+    )
+
+
+def arc_references(data_dir: str, split: str):
+    """``(identifiers, test_puzzles)`` for scoring an ARC test split with the voting of §6, or
+    None when ``split`` of ``data_dir`` is not one."""
+    meta = pipeline.load_metadata(data_dir, split)
+    if meta.task != "arc" or split != "test":
+        return None
+    identifiers = ds.load_identifiers(data_dir)
+    return identifiers, _read_json(Path(data_dir) / "test_puzzles.json", "test_puzzles.json")
 
 
 def _read_json(path: Path, what: str):
@@ -207,8 +245,6 @@ def _read_json(path: Path, what: str):
 
 def arc_score(voters: list, test_puzzles: dict) -> tuple[dict, dict]:
     """Pool ``voters`` (copies are merged, the originals untouched) and score them."""
-    from trm_jax.arc_scoring import ArcVoter
-
     pooled = ArcVoter(voters[0].identifiers)
     for v in voters:
         pooled.merge(v)
@@ -226,7 +262,7 @@ def headline_name(is_arc: bool) -> str:
 def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
     """Rows of {"label", metrics...} -> an aligned text table, the headline column first."""
     cols = [headline_name(is_arc)] if is_arc else []
-    cols += ["exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss"]
+    cols += list(METRIC_ORDER)
     if is_arc:
         cols += [f"ARC/pass@{k}" for k in PASS_KS if k != 2]
     head = ["halting"] + [("mean steps" if c == "steps" else c) for c in cols]
@@ -244,20 +280,6 @@ def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _write_npz(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,8 +332,6 @@ def _parse_steps(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the command line asks; returns {halting: result dict}."""
-    from trm_jax import inference
-
     if args.batch_size is not None and args.batch_size < 1:
         raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.max_examples < 0:
@@ -346,12 +366,7 @@ def run(args: argparse.Namespace) -> dict:
         or config.data.get("global_batch_size", 0)
         or 64
     )
-    identifiers = test_puzzles = None
-    if is_arc:
-        from trm_jax.data import dataset as ds
-
-        identifiers = ds.load_identifiers(data_dir)
-        test_puzzles = _read_json(Path(data_dir) / "test_puzzles.json", "test_puzzles.json")
+    identifiers, test_puzzles = arc_references(data_dir, split) if is_arc else (None, None)
     modes = ["fixed", "adaptive"] if args.halting == "both" else [args.halting]
     out_root = Path(args.out) if args.out else first.workdir / "eval"
     name = f"ensemble_{'+'.join(map(str, steps))}" if steps else f"step_{first.step}"
@@ -369,11 +384,7 @@ def run(args: argparse.Namespace) -> dict:
             )
         per_step[s] = {}
         for mode in modes:
-            voter = None
-            if is_arc:
-                from trm_jax.arc_scoring import ArcVoter
-
-                voter = ArcVoter(identifiers)
+            voter = ArcVoter(identifiers) if is_arc else None
             per_step[s][mode] = evaluate_split(
                 trm,
                 data_dir,
@@ -421,13 +432,13 @@ def run(args: argparse.Namespace) -> dict:
             "per_checkpoint": per_checkpoint,
             "seconds": sum(r.seconds for r in runs),
         }
-        _write_json(out_dir / "metrics.json", record)
+        write_json(out_dir / "metrics.json", record)
         if submission is not None:
-            _write_json(out_dir / "submission.json", submission)
+            write_json(out_dir / "submission.json", submission)
         if args.save_preds:
             for r in runs:
                 fname = "predictions.npz" if not steps else f"predictions_step_{r.step}.npz"
-                _write_npz(out_dir / fname, r.predictions)
+                write_npz(out_dir / fname, r.predictions)
         record["out_dir"] = str(out_dir)
         results[mode] = record
     return results
@@ -457,11 +468,9 @@ def report(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trm_jax.sharding import MeshError
-
     try:
         results = run(args)
-    except (CheckpointError, DatasetError, EvalError, MeshError, FileNotFoundError) as e:
+    except (CheckpointError, DatasetError, EvalError, shd.MeshError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report(results), flush=True)

@@ -14,8 +14,10 @@ reference: its step counter is incremented before use, so the first optimiser up
 (lr = base / warmup). ``ema_update`` keeps the 0.999 shadow of the trainable parameters (not of
 the puzzle table, which the reference holds as a buffer).
 
-We do not deliberately differ from the reference anywhere in this module. Floating-point results
-match it to float32 rounding (the order of a few multiplications differs, see ``adam_atan2``).
+We do not deliberately differ from the reference anywhere in this module except one clamp: the
+cosine's progress stops at 1 (the reference never steps past the end of its decay). Floating-point
+results match it to float32 rounding (the order of a few multiplications differs, see
+``adam_atan2``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def lr_at(
     decay_steps = jnp.maximum(total_f - float(warmup_steps), 1.0)
     step_f = jnp.asarray(step).astype(jnp.float32)
     warm_lr = base_lr * step_f / warmup
-    progress = (step_f - warmup_steps) / decay_steps
+    # Clamped at the end of the decay: a step past it stays at the floor instead of climbing
+    # back along the cosine (the reference never steps past its end, so nothing changes there).
+    progress = jnp.minimum((step_f - warmup_steps) / decay_steps, 1.0)
     cosine = (1.0 - min_ratio) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
     decay_lr = base_lr * (min_ratio + jnp.maximum(0.0, cosine))
     return jnp.where(step_f < warmup_steps, warm_lr, decay_lr).astype(jnp.float32)
@@ -73,7 +77,8 @@ def lr_schedule(
     ``progress = (step - warmup_steps) / (total_steps - warmup_steps)``. The reference's default
     ``min_ratio = 1.0`` makes the rate constant after warm-up. Steps are numbered as in the
     reference: the first optimiser update uses ``step = 1`` (so its rate is ``base_lr /
-    warmup_steps``, not 0). ``progress`` is not clamped, exactly as in the reference.
+    warmup_steps``, not 0). ``progress`` is clamped at 1: past ``total_steps`` the rate stays at
+    ``min_ratio * base_lr`` (the reference never steps past its end, so its values are unchanged).
 
     The returned function accepts Python ints and traced integer arrays and returns a float32
     scalar array. Zero denominators (``warmup_steps == 0`` or ``total_steps == warmup_steps``)

@@ -92,3 +92,13 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
     }
+
+
+def state_shardings(abstract, mesh: Mesh):
+    """Shardings of a train state (``trm_jax.steps.TrainState``, concrete or abstract): the
+    batch-shaped leaves (the ACT carry) split on ``data``, the puzzle table split by rows,
+    everything else replicated."""
+    rep = replicated(mesh)
+    sh = jax.tree.map(lambda _: rep, abstract)
+    carry = jax.tree.map(lambda _: batch_sharding(mesh), abstract.carry)
+    return sh.replace(carry=carry, puzzle_table=table_sharding(mesh))

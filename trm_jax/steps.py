@@ -5,12 +5,16 @@ persistent ACT carry, the loss summed over rows and divided by the GLOBAL batch,
 parameters and of the gathered puzzle-table rows, AdamATan2 on the parameters, sparse sign-SGD
 on the table, and the EMA of the parameters. ``evaluate_batch`` runs a fresh batch for all
 ``halt_max_steps`` steps (or adaptively) and returns the last step's outputs and metric sums.
-Static settings (model, optimizer, schedule) are bound with ``functools.partial`` outside jit.
+Static settings (model, optimizer, schedule) are bound with ``functools.partial`` outside jit;
+:func:`build_steps` jits the three steps for one setup on one mesh, with their shardings and the
+state donated (``trm_jax.train``, ``scripts/ablate.py`` and ``scripts/bench.py`` all use it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -18,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from trm_jax import sharding as shd
 from trm_jax.act import (
     Carry,
     act_forward,
@@ -29,6 +34,7 @@ from trm_jax.act import (
     wants_halt,
 )
 from trm_jax.config import TrainConfig
+from trm_jax.losses import IGNORE_LABEL_ID, binary_cross_entropy_with_logits
 from trm_jax.model.trm import TRMModel, init_variables
 from trm_jax.optim import adam_atan2, ema_update, lr_at, sparse_sign_sgd
 
@@ -42,7 +48,7 @@ class TrainState:
 
     step: jax.Array  # int32 [], optimizer steps taken
     batches: jax.Array  # int32 [], training batches consumed (== step unless pseudocode ACT)
-    horizon: jax.Array  # int32 [], the step where the cosine decay of the learning rate ends
+    horizon: jax.Array  # int32 [], the batch where the cosine decay of the learning rate ends
     params: Any
     constants: Any  # H_init / L_init: fixed, never trained
     opt_state: Any
@@ -54,7 +60,13 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Static objects the steps close over."""
+    """Static objects the steps close over.
+
+    The learning-rate schedule counts training batches (``TrainState.batches``), as do
+    ``total_steps``, the warm-up and the time-budget horizon: with the carry form one batch is one
+    optimizer update (the reference); with the pseudocode form the up to N_sup updates of one
+    batch share its rate, so the decay ends where the run does.
+    """
 
     model: TRMModel
     tcfg: TrainConfig
@@ -69,11 +81,11 @@ class Setup:
         t = self.tcfg
         return lr_at(step, t.puzzle_emb_lr, t.lr_warmup_steps, horizon, t.lr_min_ratio)
 
-    def tx(self, horizon) -> optax.GradientTransformation:
-        """AdamATan2 with the schedule bound to ``horizon`` (the state's layout does not depend
-        on it, so ``tx(h).init`` is the same for every ``h``)."""
+    def tx(self, lr) -> optax.GradientTransformation:
+        """AdamATan2 at rate ``lr`` (the state's layout does not depend on it, so ``tx(r).init``
+        is the same for every ``r``; its bias correction counts its own updates)."""
         t = self.tcfg
-        return adam_atan2(lambda count: self.lr(count, horizon), t.beta1, t.beta2, t.weight_decay)
+        return adam_atan2(lr, t.beta1, t.beta2, t.weight_decay)
 
 
 def make_setup(model: TRMModel, tcfg: TrainConfig, total_steps: int) -> Setup:
@@ -104,7 +116,7 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
         horizon=jnp.asarray(setup.total_steps, jnp.int32),
         params=params,
         constants=variables["constants"],
-        opt_state=setup.tx(setup.total_steps).init(params),
+        opt_state=setup.tx(setup.tcfg.lr).init(params),
         ema_params=jax.tree.map(jnp.copy, params),
         puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
         carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
@@ -139,17 +151,24 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
         loss_fn, argnums=argnums, has_aux=True
     )(state.params, rows)
     g_params, g_rows = grads if has_table else (grads, None)
-    updates, opt_state = setup.tx(state.horizon).update(g_params, state.opt_state, state.params)
+    # The schedule's position: this batch, numbered from 1 (== the update with the carry form).
+    position = state.batches + 1
+    lr = setup.lr(position, state.horizon)
+    updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     table = state.puzzle_table
     if has_table:
         table = sparse_sign_sgd(
-            table, ids, g_rows, setup.puzzle_lr(step, state.horizon), tcfg.puzzle_emb_weight_decay
+            table,
+            ids,
+            g_rows,
+            setup.puzzle_lr(position, state.horizon),
+            tcfg.puzzle_emb_weight_decay,
         )
     ema = ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
-    out["lr"] = setup.lr(step, state.horizon)
+    out["lr"] = lr
     out["grad_norm"] = optax.tree.norm(g_params)
     out["param_norm"] = optax.tree.norm(params)
     state = state.replace(
@@ -235,7 +254,15 @@ def evaluate_batch(
     halting rule fires (``q_halt > 0``, or ``q_halt > q_continue`` for configs that train the
     Q-continue head, e.g. HRM); its ``steps`` then counts the steps it used.
     Returns (outputs with preds / logits / q_halt_logits of the scored step, metric sums).
+
+    An optional ``batch["scored"]`` (bool [B]) drops the other rows from every sum, q_halt_loss
+    included (rows past an evaluation's ``max_examples``); without it every row is summed as in
+    the reference (padding rows, whose labels are all ignored, add BCE(q_halt, 1) to q_halt_loss).
     """
+    scored_B = batch.get("scored")
+    if scored_B is not None:
+        labels = jnp.where(scored_B[:, None], batch["labels"], IGNORE_LABEL_ID)
+        batch = {k: v for k, v in batch.items() if k != "scored"} | {"labels": labels}
     variables = {"params": params, "constants": constants}
     n = model.cfg.halt_max_steps
     carry = initial_carry(model, batch)
@@ -270,4 +297,55 @@ def evaluate_batch(
     sums = {k: metrics[k] for k in METRIC_KEYS}
     for k in ("lm_loss", "q_halt_loss"):
         sums[k] = metrics[k].astype(jnp.float32)
+    if scored_B is not None:
+        labels = batch["labels"]
+        exact_B = jnp.all((preds == labels) | (labels == IGNORE_LABEL_ID), axis=-1)
+        bce_B = binary_cross_entropy_with_logits(out["q_halt_logits"], exact_B)
+        sums["q_halt_loss"] = jnp.sum(jnp.where(scored_B, bce_B, 0.0)).astype(jnp.float32)
     return out, sums
+
+
+# ---- the jitted steps on a mesh ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The jitted steps of one setup on one mesh.
+
+    ``init(key) -> state``; ``train(state, batch) -> (state, metrics)`` with the state donated;
+    ``evaluate(params, constants, puzzle_table, batch) -> (outputs, sums)`` (:func:`evaluate_batch`,
+    fixed halting). Batches are dicts of global arrays split on ``data`` (see
+    :func:`trm_jax.sharding.global_batch`); ``state`` is the shardings of the train state and
+    ``abstract`` its shapes (a restore target with :func:`trm_jax.checkpoint.abstract_like`).
+    """
+
+    init: Callable
+    train: Callable
+    evaluate: Callable
+    state: TrainState
+    abstract: TrainState
+    table_rows: int
+
+
+def build_steps(setup: Setup, mesh) -> Steps:
+    """Jit init, train (carry or pseudocode form, from ``setup.tcfg``) and eval for ``mesh``."""
+    cfg = setup.model.cfg
+    table_rows = shd.padded_rows(max(cfg.num_puzzle_identifiers, 1), mesh)
+    init_fn = functools.partial(init_state, setup, table_rows=table_rows)
+    abstract = jax.eval_shape(init_fn, jax.random.key(0))
+    state_sh = shd.state_shardings(abstract, mesh)
+    rep, batch = shd.replicated(mesh), shd.batch_sharding(mesh)
+    step_fn = train_step if setup.tcfg.deep_supervision == "carry" else train_step_pseudocode
+    train = jax.jit(
+        functools.partial(step_fn, setup),
+        in_shardings=(state_sh, batch),
+        out_shardings=(state_sh, rep),
+        donate_argnums=0,
+    )
+    evaluate = jax.jit(
+        functools.partial(evaluate_batch, setup.model),
+        in_shardings=(state_sh.params, state_sh.constants, state_sh.puzzle_table, batch),
+        out_shardings=(batch, rep),
+    )
+    init = jax.jit(init_fn, out_shardings=state_sh)
+    return Steps(init, train, evaluate, state_sh, abstract, table_rows)
