@@ -34,6 +34,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from trm_jax import checkpoint as ckpt
 from trm_jax import inference
 from trm_jax import sharding as shd
 from trm_jax.arc_scoring import ArcVoter
@@ -342,10 +343,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.step is not None or args.checkpoint:
             raise EvalError("--ensemble names its steps itself; drop --step/--checkpoint.")
         steps = _parse_steps(args.ensemble)
-    first = inference.locate(source, steps[0] if steps else args.step)
+    first = ckpt.locate(source, steps[0] if steps else args.step)
     if steps:
         for s in steps[1:]:
-            inference.locate(source, s)  # fail early on a missing step
+            ckpt.locate(source, s)  # fail early on a missing step
     config = first.config
     data_dir = args.dataset or first.dataset
     if not data_dir or not os.path.isdir(data_dir):
