@@ -4,16 +4,19 @@
   0 is PAD and never appears. Vocabulary 11.
 - Maze (§1.3): a square grid row-major over the charset ``"# SGo"``: ``'#'`` = 1 (wall),
   ``' '`` = 2 (open), ``'S'`` = 3, ``'G'`` = 4, ``'o'`` = 5 (path); 0 is PAD. Vocabulary 6.
-- ARC (§1.4): a 30x30 canvas; PAD = 0, EOS = 1, colour c -> c + 2. The grid sits at a translation
-  offset (row, col); EOS marks the row just below the grid and the column just right of it where
-  these fall inside the canvas (the corner cell below-right is not set). Vocabulary 12, length 900.
-  :func:`arc_crop` recovers a grid from a canvas the way the ARC evaluator does (§6 step 2).
+- ARC (§1.4): a square canvas of side S (30 in the reference, length 900; a dataset may choose a
+  smaller one, e.g. 10 for grids of at most 10x10, length 100); PAD = 0, EOS = 1, colour c -> c + 2.
+  The grid sits at a translation offset (row, col); EOS marks the row just below the grid and the
+  column just right of it where these fall inside the canvas (the corner cell below-right is not
+  set). Vocabulary 12, length S*S. :func:`arc_crop` recovers a grid from a canvas the way the ARC
+  evaluator does (§6 step 2); :func:`arc_canvas_side` gives S from a sequence length.
 
 Bad input raises ``ValueError`` with one sentence naming what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -112,8 +115,17 @@ def tokens_to_maze(tokens: np.ndarray) -> str:
 # ARC
 
 
-def check_arc_grid(grid, what: str = "grid") -> np.ndarray:
-    """Validates an ARC grid (list of lists or array) and returns it as uint8[h, w]."""
+def arc_canvas_side(seq_len: int) -> int:
+    """The side S of an ARC canvas of ``seq_len = S*S`` tokens."""
+    side = math.isqrt(max(int(seq_len), 0))
+    if side < 1 or side * side != seq_len:
+        raise ValueError(f"ARC sequences are square canvases, but length {seq_len} is not S*S.")
+    return side
+
+
+def check_arc_grid(grid, what: str = "grid", side: int = ARC_SIDE) -> np.ndarray:
+    """Validates an ARC grid (list of lists or array) that must fit a ``side`` x ``side`` canvas
+    and returns it as uint8[h, w]."""
     try:
         a = np.asarray(grid)
     except ValueError:
@@ -123,30 +135,31 @@ def check_arc_grid(grid, what: str = "grid") -> np.ndarray:
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"the {what} must hold integer colours, got dtype {a.dtype}.")
     h, w = a.shape
-    if h > ARC_SIDE or w > ARC_SIDE:
-        raise ValueError(f"the {what} is {h}x{w}, larger than the {ARC_SIDE}x{ARC_SIDE} canvas.")
+    if h > side or w > side:
+        raise ValueError(f"the {what} is {h}x{w}, larger than the {side}x{side} canvas.")
     if a.min() < 0 or a.max() > 9:
         raise ValueError(f"the {what} holds colours outside 0-9 ({int(a.min())}..{int(a.max())}).")
     return a.astype(np.uint8)
 
 
-def arc_grid_to_tokens(grid, pad_r: int = 0, pad_c: int = 0) -> np.ndarray:
-    """An ARC grid placed at (pad_r, pad_c) in the 30x30 canvas -> uint8[900] (reference §1.4)."""
-    a = check_arc_grid(grid)
+def arc_grid_to_tokens(grid, pad_r: int = 0, pad_c: int = 0, side: int = ARC_SIDE) -> np.ndarray:
+    """An ARC grid placed at (pad_r, pad_c) in the ``side`` x ``side`` canvas (30: the
+    reference's) -> uint8[side*side] (reference §1.4)."""
+    a = check_arc_grid(grid, side=side)
     h, w = a.shape
-    if pad_r < 0 or pad_c < 0 or pad_r + h > ARC_SIDE or pad_c + w > ARC_SIDE:
+    if pad_r < 0 or pad_c < 0 or pad_r + h > side or pad_c + w > side:
         raise ValueError(f"a {h}x{w} grid at offset ({pad_r}, {pad_c}) does not fit the canvas.")
-    canvas = np.full((ARC_SIDE, ARC_SIDE), ARC_PAD, dtype=np.uint8)
+    canvas = np.full((side, side), ARC_PAD, dtype=np.uint8)
     canvas[pad_r : pad_r + h, pad_c : pad_c + w] = a + ARC_COLOUR_OFFSET
-    if pad_r + h < ARC_SIDE:
+    if pad_r + h < side:
         canvas[pad_r + h, pad_c : pad_c + w] = ARC_EOS
-    if pad_c + w < ARC_SIDE:
+    if pad_c + w < side:
         canvas[pad_r : pad_r + h, pad_c + w] = ARC_EOS
     return canvas.reshape(-1)
 
 
-def arc_crop(tokens: np.ndarray) -> np.ndarray:
-    """The evaluator's crop (reference §6 step 2): tokens[900] -> grid of colours 0..9.
+def arc_crop(tokens: np.ndarray, side: int = ARC_SIDE) -> np.ndarray:
+    """The evaluator's crop (reference §6 step 2): tokens[side*side] -> grid of colours 0..9.
 
     Takes the largest top-left-anchored rectangle whose cells are all colour tokens: rows are
     scanned top to bottom with a column limit that shrinks to the first non-colour token of each
@@ -154,13 +167,13 @@ def arc_crop(tokens: np.ndarray) -> np.ndarray:
     The result may be empty (shape (0, 0)) when the top-left cell is not a colour.
     """
     t = np.asarray(tokens)
-    if t.size != ARC_SEQ_LEN:
-        raise ValueError(f"ARC tokens must have {ARC_SEQ_LEN} entries, got {t.size}.")
-    canvas = t.reshape(ARC_SIDE, ARC_SIDE)
+    if t.size != side * side:
+        raise ValueError(f"ARC tokens must have {side * side} entries, got {t.size}.")
+    canvas = t.reshape(side, side)
     is_colour = (canvas >= ARC_COLOUR_OFFSET) & (canvas < ARC_VOCAB_SIZE)
     best_area, best = 0, (0, 0)
-    limit = ARC_SIDE
-    for r in range(ARC_SIDE):
+    limit = side
+    for r in range(side):
         stops = np.flatnonzero(~is_colour[r, :limit])
         if stops.size:
             limit = int(stops[0])
@@ -172,6 +185,6 @@ def arc_crop(tokens: np.ndarray) -> np.ndarray:
     return canvas[: best[0], : best[1]].astype(np.int64) - ARC_COLOUR_OFFSET
 
 
-def arc_tokens_to_grid(tokens: np.ndarray) -> np.ndarray:
+def arc_tokens_to_grid(tokens: np.ndarray, side: int = ARC_SIDE) -> np.ndarray:
     """Inverse of :func:`arc_grid_to_tokens` at offset (0, 0): the crop of the canvas."""
-    return arc_crop(tokens)
+    return arc_crop(tokens, side)
