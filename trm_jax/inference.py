@@ -19,7 +19,7 @@ optimizer state or the training carry). A missing or foreign checkpoint raises
 :class:`~trm_jax.checkpoint.CheckpointError` with one sentence.
 
 Tasks are told apart by the dataset's ``task`` metadata when the run's dataset is present, else by
-the model's vocabulary and sequence length (Sudoku 11/81, maze 6/side^2, ARC 12/900). Bad puzzles
+the model's vocabulary and sequence length (Sudoku 11/81, maze 6/side^2, ARC 12/side^2). Bad puzzles
 raise :class:`PuzzleError` (a ``ValueError``) with one sentence.
 
 Shape letters: B batch, L seq_len, N halt_max_steps (supervision steps).
@@ -180,7 +180,7 @@ def task_of(model_config: ModelConfig, dataset: str | None = None) -> str | None
         return "sudoku"
     if V == tok.MAZE_VOCAB_SIZE and side * side == L:
         return "maze"
-    if V == tok.ARC_VOCAB_SIZE and L == tok.ARC_SEQ_LEN:
+    if V == tok.ARC_VOCAB_SIZE and side * side == L:  # any canvas (dataset's canvas_side)
         return "arc"
     return None
 
@@ -627,7 +627,8 @@ class TRM:
             tokens = encode_maze(puzzle, math.isqrt(self.model_config.seq_len))
         else:
             try:
-                tokens = tok.arc_grid_to_tokens(puzzle)
+                side = math.isqrt(self.model_config.seq_len)
+                tokens = tok.arc_grid_to_tokens(puzzle, side=side)
             except ValueError as e:
                 raise PuzzleError(str(e)) from None
         return tokens.astype(np.int32)
@@ -720,7 +721,7 @@ def mismatch_message(info: CheckpointInfo, task: str, what: str = "the puzzle") 
     need = {
         "sudoku": f"vocabulary {tok.SUDOKU_VOCAB_SIZE} and sequence length {tok.SUDOKU_SEQ_LEN}",
         "maze": f"vocabulary {tok.MAZE_VOCAB_SIZE} and a square sequence length",
-        "arc": f"vocabulary {tok.ARC_VOCAB_SIZE} and sequence length {tok.ARC_SEQ_LEN}",
+        "arc": f"vocabulary {tok.ARC_VOCAB_SIZE} and a square sequence length",
     }[task]
     kind = TASK_NAMES.get(info.task or "", "an unknown kind of")
     return (

@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     info = inf.locate(args.workdir or args.checkpoint, args.step)
     task, puzzles = read_puzzles(args, info.task)
     # Check each puzzle on its own terms first, then that it fits the checkpoint.
-    side = int(np.sqrt(info.model_config.seq_len)) if info.task == "maze" else 30
+    side = int(np.sqrt(info.model_config.seq_len)) if info.task in ("maze", "arc") else 30
     tokens = []
     for p in puzzles:
         try:
@@ -223,9 +223,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from trm_jax.data import tokens as tok
 
-                t = tok.arc_grid_to_tokens(p.value)
+                t = tok.arc_grid_to_tokens(p.value, side=side)
                 if p.expected is not None:
-                    p.expected = tok.check_arc_grid(p.expected, "expected output")
+                    p.expected = tok.check_arc_grid(p.expected, "expected output", side=side)
         except ValueError as e:
             raise InputError(f"{p.label}: {e}") from None
         tokens.append(t.astype(np.int32))
