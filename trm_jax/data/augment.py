@@ -10,7 +10,7 @@
 - ARC (§1.4): colour permutations keeping 0 (black) fixed; augmented grid =
   ``dihedral(perm[grid])``; inverse = ``inv_perm[inverse_dihedral(grid)]``.
   :func:`arc_augment_batch` applies colour map, dihedral and translation to whole batches of
-  30x30 token canvases at once.
+  S x S token canvases at once (S from the sequence length: 30 in the reference layout).
 """
 
 from __future__ import annotations
@@ -199,8 +199,10 @@ def arc_perm_digits(perm: np.ndarray) -> str:
 
 
 def arc_grid_dims(canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Heights and widths of the grids in canvases [B, 900] placed at offset (0, 0)."""
-    c = np.asarray(canvases).reshape(-1, tok.ARC_SIDE, tok.ARC_SIDE)
+    """Heights and widths of the grids in canvases [B, S*S] placed at offset (0, 0)."""
+    canvases = np.asarray(canvases)
+    side = tok.arc_canvas_side(canvases.shape[-1])
+    c = canvases.reshape(-1, side, side)
     colour = c >= tok.ARC_COLOUR_OFFSET
     return colour[:, :, 0].sum(1).astype(np.int32), colour[:, 0, :].sum(1).astype(np.int32)
 
@@ -216,12 +218,13 @@ def arc_augment_batch(
 
     Row b becomes the canvas of ``dihedral(perms[b][grid_b], tids[b])`` placed at
     ``offsets[b] = (row, col)`` with EOS row/column, exactly as
-    ``tokens.arc_grid_to_tokens(apply_arc_augmentation(grid, tid, perm), row, col)``.
+    ``tokens.arc_grid_to_tokens(apply_arc_augmentation(grid, tid, perm), row, col, side)``, the
+    canvas side S coming from the sequence length S*S (the dataset's ``seq_len``).
     ``dims`` (heights, widths) may be passed when known; they are measured otherwise.
     """
     canvases = np.asarray(canvases)
     b = canvases.shape[0]
-    s = tok.ARC_SIDE
+    s = tok.arc_canvas_side(canvases.shape[1])
     h, w = arc_grid_dims(canvases) if dims is None else (np.asarray(dims[0]), np.asarray(dims[1]))
     tids = np.asarray(tids, dtype=np.intp)
     swap = _DIHEDRAL_SWAPS[tids]

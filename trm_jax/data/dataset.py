@@ -37,6 +37,10 @@ Our format adds to ``dataset.json``:
     ``mean_puzzle_examples`` then describe the augmented versions, so the metadata equal those of
     the materialised dataset; ``stored_puzzles`` and ``stored_examples`` count what is on disk.
 
+- ``"canvas_side"`` (ARC datasets): the side S of the square token canvas, ``seq_len = S*S``;
+  grids of up to S x S fit. Datasets without the field (built before it existed, and reference
+  builds) have the reference's 30x30 canvas: :func:`arc_canvas_side` reads it.
+
 - any extra metadata fields the builder passed, and ``extra_arrays``: the names of the extra arrays
   stored as ``all__<name>.npy``.
 
@@ -64,6 +68,8 @@ FORMAT_VERSION = 1
 SET_NAME = "all"
 BLANK_NAME = "<blank>"
 AUGMENTATION_KINDS = ("sudoku", "dihedral", "arc")
+ARC_CANVAS_FIELD = "canvas_side"
+ARC_DEFAULT_SIDE = 30
 ARC_AUG_ARRAYS = (
     "aug_puzzle_indices",
     "aug_puzzle_identifiers",
@@ -185,8 +191,19 @@ def _check_tokens(name: str, a: np.ndarray, vocab_size: int) -> None:
         )
 
 
+def arc_canvas_side(metadata: Mapping[str, Any]) -> int:
+    """The canvas side of an ARC split's metadata (30 when the field is absent)."""
+    side = metadata.get(ARC_CANVAS_FIELD, ARC_DEFAULT_SIDE)
+    if isinstance(side, bool) or not isinstance(side, int | np.integer) or side < 1:
+        _fail(f"{ARC_CANVAS_FIELD} must be a positive integer, got {side!r}.")
+    return int(side)
+
+
 def arc_virtual_counts(
-    group_indices: np.ndarray, puzzle_indices: np.ndarray, extra: Mapping[str, np.ndarray]
+    group_indices: np.ndarray,
+    puzzle_indices: np.ndarray,
+    extra: Mapping[str, np.ndarray],
+    side: int = ARC_DEFAULT_SIDE,
 ) -> tuple[int, int]:
     """Checks an ARC version table and returns (number of versions, number of virtual examples).
 
@@ -199,7 +216,8 @@ def arc_virtual_counts(
       g has as many examples as the original, in the original's order;
     - ``aug_dihedral`` uint8[V]: dihedral id (0..7) applied after the colour map;
     - ``aug_colour_perm`` uint8[V, 10]: colour map c -> perm[c], with perm[0] == 0;
-    - ``aug_translation`` uint8[E, 2]: (row, col) offset of each virtual example in the canvas.
+    - ``aug_translation`` uint8[E, 2]: (row, col) offset of each virtual example in the
+      ``side`` x ``side`` canvas.
     """
     for k in ARC_AUG_ARRAYS:
         if k not in extra:
@@ -240,8 +258,8 @@ def arc_virtual_counts(
     ):
         _fail("aug_colour_perm rows must be permutations of 0..9 that keep 0 fixed.")
     tr = np.asarray(extra["aug_translation"])
-    if e and (int(tr.min()) < 0 or int(tr.max()) >= 30):
-        _fail("aug_translation must hold offsets in 0..29.")
+    if e and (int(tr.min()) < 0 or int(tr.max()) >= side):
+        _fail(f"aug_translation must hold offsets in 0..{side - 1}.")
     return v, e
 
 
@@ -344,6 +362,11 @@ def write_split(
             _fail(f"extra_metadata must not set the reserved field {k!r}.")
     _json_ok("extra_metadata", extra_metadata)
 
+    if ARC_CANVAS_FIELD in extra_metadata:
+        side = arc_canvas_side(extra_metadata)
+        if seq_len != side * side:
+            _fail(f"a {side}x{side} canvas needs seq_len {side * side}, got {seq_len}.")
+
     n_groups = group_indices.shape[0] - 1
     total_puzzles, total_examples = n_puzzles, n_examples
     if augmentation is not None:
@@ -359,10 +382,14 @@ def write_split(
         if kind == "dihedral" and int(round(seq_len**0.5)) ** 2 != seq_len:
             _fail(f"augmentation kind 'dihedral' needs a square seq_len, got {seq_len}.")
         if kind == "arc":
-            if seq_len != 900:
-                _fail(f"augmentation kind 'arc' needs seq_len 900, got {seq_len}.")
+            side = arc_canvas_side(extra_metadata)
+            if seq_len != side * side:
+                _fail(
+                    f"augmentation kind 'arc' needs seq_len {side * side} (a {side}x{side} "
+                    f"canvas), got {seq_len}."
+                )
             total_puzzles, total_examples = arc_virtual_counts(
-                group_indices, puzzle_indices, extra_arrays
+                group_indices, puzzle_indices, extra_arrays, side
             )
             ids = np.asarray(extra_arrays["aug_puzzle_identifiers"])
             if total_puzzles and (int(ids.min()) < 0 or int(ids.max()) >= num_puzzle_identifiers):
@@ -507,4 +534,7 @@ def _check_loaded(s: Split) -> None:
         if not isinstance(aug, dict) or aug.get("kind") not in AUGMENTATION_KINDS:
             _fail(f"augmentation {aug!r} is not one of the kinds {list(AUGMENTATION_KINDS)}.")
         if aug["kind"] == "arc":
-            arc_virtual_counts(s.group_indices, s.puzzle_indices, s.extra)
+            side = arc_canvas_side(m)
+            if m["seq_len"] != side * side:
+                _fail(f"seq_len {m['seq_len']} is not the {side}x{side} canvas's {side * side}.")
+            arc_virtual_counts(s.group_indices, s.puzzle_indices, s.extra, side)

@@ -4,12 +4,13 @@
   0 is PAD and never appears. Vocabulary 11.
 - Maze (§1.3): a square grid row-major over the charset ``"# SGo"``: ``'#'`` = 1 (wall),
   ``' '`` = 2 (open), ``'S'`` = 3, ``'G'`` = 4, ``'o'`` = 5 (path); 0 is PAD. Vocabulary 6.
-- ARC (§1.4): a 30x30 canvas (the side is a parameter, default 30); PAD = 0, EOS = 1,
-  colour c -> c + 2. The grid sits at a translation offset (row, col); EOS marks the row just
-  below the grid and the column just right of it where these fall inside the canvas (the corner
-  cell below-right is not set). Vocabulary 12, length 900.
-  :func:`arc_crop` / :func:`arc_crop_batch` recover grids from canvases the way the ARC
-  evaluator does (§6 step 2).
+- ARC (§1.4): a square canvas of side S (30 in the reference, length 900; a dataset may choose a
+  smaller one, e.g. 10 for grids of at most 10x10, length 100); PAD = 0, EOS = 1, colour c -> c + 2.
+  The grid sits at a translation offset (row, col); EOS marks the row just below the grid and the
+  column just right of it where these fall inside the canvas (the corner cell below-right is not
+  set). Vocabulary 12, length S*S. :func:`arc_crop` recovers a grid from a canvas the way the ARC
+  evaluator does (§6 step 2; :func:`arc_crop_batch` for many rows); :func:`arc_canvas_side`
+  gives S from a sequence length.
 
 Bad input raises ``ValueError`` with one sentence naming what is wrong.
 """
@@ -126,8 +127,17 @@ def tokens_to_maze(tokens: np.ndarray) -> str:
 # ARC
 
 
+def arc_canvas_side(seq_len: int) -> int:
+    """The side S of an ARC canvas of ``seq_len = S*S`` tokens."""
+    side = math.isqrt(max(int(seq_len), 0))
+    if side < 1 or side * side != seq_len:
+        raise ValueError(f"ARC sequences are square canvases, but length {seq_len} is not S*S.")
+    return side
+
+
 def check_arc_grid(grid, what: str = "grid", side: int = ARC_SIDE) -> np.ndarray:
-    """Validates an ARC grid (list of lists or array) and returns it as uint8[h, w]."""
+    """Validates an ARC grid (list of lists or array) that must fit a ``side`` x ``side`` canvas
+    and returns it as uint8[h, w]."""
     try:
         a = np.asarray(grid)
     except ValueError:
@@ -145,7 +155,8 @@ def check_arc_grid(grid, what: str = "grid", side: int = ARC_SIDE) -> np.ndarray
 
 
 def arc_grid_to_tokens(grid, pad_r: int = 0, pad_c: int = 0, side: int = ARC_SIDE) -> np.ndarray:
-    """An ARC grid placed at (pad_r, pad_c) in the side x side canvas -> uint8[side^2] (§1.4)."""
+    """An ARC grid placed at (pad_r, pad_c) in the ``side`` x ``side`` canvas (30: the
+    reference's) -> uint8[side*side] (reference §1.4)."""
     a = check_arc_grid(grid, side=side)
     h, w = a.shape
     if pad_r < 0 or pad_c < 0 or pad_r + h > side or pad_c + w > side:
@@ -195,11 +206,15 @@ def arc_crop_batch(tokens) -> list[np.ndarray]:
     ]
 
 
-def arc_crop(tokens) -> np.ndarray:
-    """The crop of one canvas ``[S*S]`` (or ``[S, S]``); see :func:`arc_crop_batch`."""
-    return arc_crop_batch(np.asarray(tokens)[None])[0]
+def arc_crop(tokens, side: int | None = None) -> np.ndarray:
+    """The crop of one canvas ``[S*S]`` (or ``[S, S]``); see :func:`arc_crop_batch`. ``side``,
+    when given, is checked against the number of tokens."""
+    t = np.asarray(tokens)
+    if side is not None and t.size != side * side:
+        raise ValueError(f"ARC tokens must have {side * side} entries, got {t.size}.")
+    return arc_crop_batch(t.reshape(1, -1))[0]
 
 
-def arc_tokens_to_grid(tokens: np.ndarray) -> np.ndarray:
+def arc_tokens_to_grid(tokens: np.ndarray, side: int = ARC_SIDE) -> np.ndarray:
     """Inverse of :func:`arc_grid_to_tokens` at offset (0, 0): the crop of the canvas."""
-    return arc_crop(tokens)
+    return arc_crop(tokens, side)

@@ -52,14 +52,14 @@ Task = Sudoku | Maze | Arc
 def of_shape(vocab_size: int, seq_len: int) -> Task | None:
     """The task of a model with this vocabulary and sequence length, or None.
 
-    Sudoku 11/81, maze 6/side^2 (any square), ARC 12/900.
+    Sudoku 11/81, maze 6/side^2 and ARC 12/side^2 (any square canvas).
     """
     if SUDOKU.matches(vocab_size, seq_len):
         return SUDOKU
     if MAZE.matches(vocab_size, seq_len):
         return Maze(side=math.isqrt(seq_len))
     if ARC.matches(vocab_size, seq_len):
-        return ARC
+        return Arc(side=math.isqrt(seq_len))
     return None
 
 

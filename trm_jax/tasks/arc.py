@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from trm_jax.data import tokens as tok
-from trm_jax.tasks.base import PuzzleError
+from trm_jax.tasks.base import PuzzleError, square_side
 
 # --------------------------------------------------------------------------------------------
 # ARC
@@ -33,7 +33,8 @@ class Arc:
         return f"vocabulary {self.vocab_size} and sequence length {self.seq_len}"
 
     def matches(self, vocab_size: int, seq_len: int) -> bool:
-        return vocab_size == self.vocab_size and seq_len == self.seq_len
+        # Any square canvas: a dataset chooses its side (dataset.json's canvas_side).
+        return vocab_size == self.vocab_size and square_side(seq_len) is not None
 
     def check_grid(self, grid: Any, what: str = "grid") -> np.ndarray:
         """A validated grid (uint8 [h, w]) that fits the canvas; ValueError (one sentence)."""
