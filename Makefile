@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help setup lint format test test-slow train-cpu clean
 
 help:
-	@echo "make setup      create $(VENV) and install trm_jax[dev,torch] (editable)"
+	@echo "make setup      create $(VENV) and install trm_jax[dev,torch,arc] (editable)"
 	@echo "make test       setup if needed, then ruff and the default pytest suite"
 	@echo "make test-slow  the slow tests (benchmarks, long training checks)"
 	@echo "make lint       ruff check and ruff format --check"

@@ -39,8 +39,9 @@ def test_of_shape_tells_the_three_tasks_apart():
     assert tasks.of_shape(11, 81) is SUDOKU
     assert tasks.of_shape(6, 900) == MAZE
     assert tasks.of_shape(6, 400).side == 20 and tasks.of_shape(6, 400).name == "maze"
-    assert tasks.of_shape(12, 900) is ARC
-    for vocab, length in ((11, 900), (6, 899), (12, 81), (10, 81), (7, 900)):
+    assert tasks.of_shape(12, 900) == ARC
+    assert tasks.of_shape(12, 100).side == 10 and tasks.of_shape(12, 100).name == "arc"
+    for vocab, length in ((11, 900), (6, 899), (12, 80), (10, 81), (7, 900)):
         assert tasks.of_shape(vocab, length) is None, (vocab, length)
 
 
