@@ -43,6 +43,7 @@ Shape letters: N steps, K samples, B puzzles, R = K*B rows, L seq_len, S = P + L
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -72,7 +73,10 @@ __all__ = [
     "select_last",
     "select_q_halt",
     "select_vote",
+    "add_settings_arguments",
+    "settings_from_args",
     "solve_many",
+    "solver",
     "verify_choice",
 ]
 
@@ -150,6 +154,33 @@ class InferenceSettings:
         if self.sigma > 0:
             text += f" sigma={self.sigma:g}"
         return text + (" +verify" if self.verify else "")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of :class:`InferenceSettings` (``--steps`` ... ``--seed``)."""
+    g = parser.add_argument_group("test-time compute")
+    g.add_argument("--steps", type=int, default=None, help="supervision steps (default N_sup)")
+    g.add_argument("--samples", type=int, default=1, help="trajectories per puzzle")
+    g.add_argument("--sigma", type=float, default=0.0, help="latent noise standard deviation")
+    g.add_argument("--noise-at", default="step_start", help=f"where noise enters: {NOISE_PLACES}")
+    g.add_argument("--select", default="last", help=f"answer selection: {SELECT_RULES}")
+    g.add_argument(
+        "--verify", action="store_true", help="pick a trajectory that passes the rule check"
+    )
+    g.add_argument("--seed", type=int, default=0, help="noise seed")
+
+
+def settings_from_args(args: argparse.Namespace) -> InferenceSettings:
+    """The settings of :func:`add_settings_arguments`; raises SettingsError (one sentence)."""
+    return InferenceSettings(
+        steps=args.steps,
+        samples=args.samples,
+        sigma=args.sigma,
+        noise_at=args.noise_at,
+        select=args.select,
+        verify=args.verify,
+        seed=args.seed,
+    )
 
 
 def _is_int(v: Any) -> bool:
@@ -501,6 +532,37 @@ def rollout_batch(
         jnp.asarray(settings.sigma, jnp.float32),
         jnp.asarray(settings.seed, jnp.uint32),
     )
+
+
+def solver(model: TRMModel, variables, puzzle_table, settings: InferenceSettings):
+    """A pure function ``(inputs [B, L], ids [B]) -> (answer [B, L], q_halt [B], steps [B])``
+    with the weights and settings bound (``settings.select`` picks the answer; puzzle b's noise
+    is keyed by index b). Model-only: ``verify`` needs a host-side check and is refused."""
+    if settings.verify:
+        raise SettingsError("verify runs a rule check outside the model; it cannot be compiled.")
+    K, noisy, early = settings.samples, settings.sigma > 0, settings.stops_early
+    n = settings.num_steps(model.cfg)
+
+    def solve(inputs_BxL, ids_B):
+        B = inputs_BxL.shape[0]
+        results, steps, _ = _rollout(
+            model,
+            K,
+            noisy,
+            early,
+            variables,
+            puzzle_table,
+            inputs_BxL.astype(jnp.int32),
+            ids_B.astype(jnp.int32),
+            jnp.arange(B, dtype=jnp.int32),
+            jnp.asarray(n, jnp.int32),
+            jnp.asarray(settings.sigma, jnp.float32),
+            jnp.asarray(settings.seed, jnp.uint32),
+        )
+        choice = results[settings.select][0]
+        return choice.answer, choice.q_halt, steps
+
+    return solve
 
 
 def lower_rollout(model: TRMModel, variables, puzzle_table, batch_size: int, settings):
