@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -271,3 +272,40 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_plain_loop(trm, ba
     # Continuous batching computes at most what the plain loop does (no slot waits for others).
     assert stream.row_steps <= plain.row_steps
     assert stream.net_applications_per_puzzle > 0
+
+
+# ---- the sweep script ----------------------------------------------------------------------
+
+
+def test_sweep_writes_table_plot_and_json(tiny, tmp_path):
+    out = tmp_path / "ttc"
+    args = ["--workdir", tiny["workdir"], "--max-examples", "6", "--steps", "1,2"]
+    args += ["--samples", "1,2", "--sigmas", "0,0.5", "--out", out, "--name", "tiny", "--quiet"]
+    r = _tiny_run.run_cli("scripts.test_time_sweep", *args, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "ttc.json").read_text())["tiny"]
+    configs = {(row["samples"], row["sigma"]) for row in res["rows"]}
+    assert configs == {(1, 0.0), (1, 0.5), (2, 0.5)}  # no K=2 without noise
+    modes = {(row["select"], row["mode"]) for row in res["rows"]}
+    assert ("first_halt", "continuous") in modes and ("vote", "plain, shared rollout") in modes
+    for row in res["rows"]:
+        assert row["puzzles"] == 6 and row["wall_s"] > 0
+        assert row["exact_accuracy_verify"] is not None
+        if row["mode"] == "plain, shared rollout":
+            per_puzzle = row["steps"] * row["samples"] * res["net_applications_per_step"]
+            assert row["net_applications_per_puzzle"] == per_puzzle
+    text = (tmp_path / "ttc.md").read_text()
+    assert "<!-- sweep:tiny -->" in text and "| select | N | K |" in text
+    assert (tmp_path / "ttc-tiny.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_bad_arguments_exit_2(tiny, tmp_path):
+    for extra, words in (
+        (["--samples", "0"], "--samples needs integers >= 1"),
+        (["--sigmas", "-1"], "--sigmas needs numbers >= 0"),
+        (["--select", "best"], "--select takes rules from"),
+    ):
+        r = _tiny_run.run_cli(
+            "scripts.test_time_sweep", "--workdir", tiny["workdir"], "--out", tmp_path / "x", *extra
+        )
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr

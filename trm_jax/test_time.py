@@ -74,6 +74,7 @@ __all__ = [
     "select_q_halt",
     "select_vote",
     "add_settings_arguments",
+    "answer_check",
     "settings_from_args",
     "solve_many",
     "solver",
@@ -296,6 +297,33 @@ def select_first_halt(preds_NxKxBxL, q_halt_NxKxB, halts_NxKxB=None) -> Choice:
     """The first step at which some trajectory halts (``halts``, default q_halt > 0), the lowest
     such trajectory; if no trajectory ever halts, falls back to ``last``."""
     return select("first_halt", preds_NxKxBxL, q_halt_NxKxB, halts_NxKxB)
+
+
+def answer_check(task: str | None) -> Callable[[np.ndarray, np.ndarray], bool]:
+    """The rule check ``check(inputs_L, answer_L) -> bool`` of a task's tokens: Sudoku, a valid
+    grid that keeps the givens; maze, a shortest S-G path. (To be taken from ``trm_jax.tasks``
+    once it exists.) Raises SettingsError for a task without one (ARC)."""
+    from trm_jax import inference  # lazy: inference will import this module
+
+    if task == "sudoku":
+
+        def check(inputs_L, answer_L):
+            puzzle = np.asarray(inputs_L, np.int64).reshape(9, 9) - 1  # blank 1 -> 0
+            answer = np.asarray(answer_L, np.int64).reshape(9, 9) - 1
+            return inference.sudoku_is_solution(puzzle, answer)
+
+        return check
+    if task == "maze":
+        chars = np.array(["?"] + list("# SGo"))
+
+        def check(inputs_L, answer_L):
+            side = math.isqrt(np.asarray(inputs_L).size)
+            q = chars[np.clip(np.asarray(inputs_L), 0, 5)].reshape(side, side)
+            a = chars[np.clip(np.asarray(answer_L), 0, 5)].reshape(side, side)
+            return inference.maze_answer_report(q, a)[0]
+
+        return check
+    raise SettingsError(f"verify needs a task with a rule check (Sudoku or maze), not {task}.")
 
 
 def verify_choice(
