@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
 
     def solve(settings, continuous, rows=args.rows):
-        B = max(1, min(P, rows // settings.samples))
+        most = max(1, min(P, rows // settings.samples))
+        B = -(-P // -(-P // most))  # as many batches as needed, as evenly filled as possible
         key = (settings.samples, settings.sigma > 0, settings.stops_early, continuous, B)
         if key not in warmed:  # compile outside the timed run (N is traced: once per key)
             tt.solve_many(
