@@ -309,3 +309,25 @@ def test_sweep_bad_arguments_exit_2(tiny, tmp_path):
             "scripts.test_time_sweep", "--workdir", tiny["workdir"], "--out", tmp_path / "x", *extra
         )
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_answer_checks_of_sudoku_and_maze(batch):
+    from trm_jax.data import tokens as tok
+
+    sudoku = tt.answer_check("sudoku")
+    x, y = batch["inputs"][0], batch["labels"][0]
+    assert sudoku(x, y)
+    wrong = y.copy()
+    cell = np.flatnonzero(x == tok.SUDOKU_BLANK)[0]
+    wrong[cell] = (y[cell] - 1) % 9 + 2  # another digit: that row now repeats one
+    assert not sudoku(x, wrong)
+    given = np.flatnonzero(x != tok.SUDOKU_BLANK)[0]
+    changed = y.copy()
+    changed[given] = (y[given] - 1) % 9 + 2
+    assert not sudoku(x, changed)
+    maze = tt.answer_check("maze")
+    q = tok.maze_to_tokens("S G" + "   " + "###")
+    assert maze(q, tok.maze_to_tokens("SoG" + "   " + "###"))
+    assert not maze(q, tok.maze_to_tokens("S G" + "ooo" + "###"))
+    with pytest.raises(SettingsError, match="rule check"):
+        tt.answer_check("arc")
