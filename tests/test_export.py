@@ -9,7 +9,7 @@ import pytest
 
 from tests import _tiny_run
 from trm_jax import export as ex
-from trm_jax import test_time as tt
+from trm_jax import rollout as ro
 from trm_jax.data import pipeline
 from trm_jax.test_time import InferenceSettings, SettingsError
 
@@ -61,7 +61,7 @@ def test_exported_solver_in_a_fresh_process_answers_as_the_rollout(tiny, trm, tm
     assert run.returncode == 0, run.stderr[-2000:]
     got = np.load(out)
 
-    res, steps, _ = tt.rollout_batch(trm.model, trm.variables, trm.puzzle_table, x, ids, settings)
+    res, steps, _ = ro.rollout_batch(trm.model, trm.variables, trm.puzzle_table, x, ids, settings)
     want = res["vote"][0]
     assert np.array_equal(got["answer"], np.asarray(want.answer))
     assert np.array_equal(got["q"], np.asarray(want.q_halt))

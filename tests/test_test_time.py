@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests import _tiny_run
+from trm_jax import rollout as ro
 from trm_jax import test_time as tt
 from trm_jax.data import pipeline
 from trm_jax.steps import evaluate_batch
@@ -37,7 +38,7 @@ def batch(tiny):
 def _halting_variables(trm, inputs, ids):
     """The weights with the q_head's halt bias moved so that rows halt at different steps (the
     barely trained tiny model never says q_halt > 0)."""
-    res, _, _ = tt.rollout_batch(
+    res, _, _ = ro.rollout_batch(
         trm.model, trm.variables, trm.puzzle_table, inputs, ids, InferenceSettings(steps=3)
     )
     # q_halt after step 3 of every row; shift so that about half the rows halt by then.
@@ -174,7 +175,7 @@ def test_verify_keeps_the_first_passing_trajectory_else_the_fallback():
 
 def test_reference_settings_reproduce_evaluate_bit_for_bit(trm, batch):
     outputs, _ = trm.evaluate(batch)
-    res, steps, iters = tt.rollout_batch(
+    res, steps, iters = ro.rollout_batch(
         trm.model, trm.variables, trm.puzzle_table, batch["inputs"], batch["puzzle_identifiers"]
     )
     choice = res["last"][0]
@@ -191,7 +192,7 @@ def test_first_halt_with_one_sample_is_evaluates_adaptive_halting(trm, batch):
     v = _halting_variables(trm, x, ids)
     evaluate = jax.jit(functools.partial(evaluate_batch, trm.model), static_argnames="adaptive")
     outputs, _ = evaluate(v["params"], v["constants"], trm.puzzle_table, batch, adaptive=True)
-    res, steps, _ = tt.rollout_batch(
+    res, steps, _ = ro.rollout_batch(
         trm.model, v, trm.puzzle_table, x, ids, InferenceSettings(select="first_halt")
     )
     assert np.array_equal(np.asarray(res["first_halt"][0].answer), np.asarray(outputs["preds"]))
@@ -206,12 +207,12 @@ def test_online_tracking_equals_the_rules_on_the_full_history(trm, batch):
     full_p, full_q = [], []
     for n in range(1, 5):  # noise is keyed by (puzzle, trajectory, step): a prefix is a prefix
         sn = dataclasses.replace(s, steps=n)
-        res, _, _ = tt.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, sn)
+        res, _, _ = ro.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, sn)
         full_p.append(np.asarray(res["last"][1]))
         full_q.append(np.asarray(res["last"][2]))
     preds, q = np.stack(full_p), np.stack(full_q)
     assert len(np.unique(preds[-1].reshape(3, -1), axis=0)) > 1  # the trajectories differ
-    res, _, _ = tt.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, s)
+    res, _, _ = ro.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, s)
     for rule in tt.SELECT_RULES:
         want = tt.select(rule, preds, q)
         got = res[rule][0]
@@ -224,7 +225,7 @@ def test_same_seed_same_answers_other_seed_other_answers(trm, batch):
 
     def run(seed):
         s = InferenceSettings(samples=2, sigma=1.0, seed=seed, steps=2)
-        res, _, _ = tt.rollout_batch(trm.model, trm.variables, trm.puzzle_table, x, ids, s)
+        res, _, _ = ro.rollout_batch(trm.model, trm.variables, trm.puzzle_table, x, ids, s)
         return np.asarray(res["last"][1])
 
     a, b, c = run(7), run(7), run(8)
@@ -235,7 +236,7 @@ def test_same_seed_same_answers_other_seed_other_answers(trm, batch):
 def test_compiled_size_does_not_grow_with_the_steps(trm):
     def ops(n):
         s = InferenceSettings(steps=n, samples=2, sigma=0.1)
-        text = tt.lower_rollout(trm.model, trm.variables, trm.puzzle_table, 2, s).as_text()
+        text = ro.lower_rollout(trm.model, trm.variables, trm.puzzle_table, 2, s).as_text()
         return sum(1 for line in text.splitlines() if " = " in line)
 
     a, b = ops(16), ops(64)
@@ -248,9 +249,9 @@ def test_a_batch_stops_when_all_its_puzzles_have_halted(trm, batch):
     params["q_head"]["bias"] = params["q_head"]["bias"].at[0].set(100.0)  # everyone halts at once
     v = {"params": params, "constants": trm.variables["constants"]}
     s = InferenceSettings(steps=8, select="first_halt")
-    _, steps, iters = tt.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, s)
+    _, steps, iters = ro.rollout_batch(trm.model, v, trm.puzzle_table, x, ids, s)
     assert int(iters) == 1 and set(np.asarray(steps).tolist()) == {1}
-    _, steps, iters = tt.rollout_batch(
+    _, steps, iters = ro.rollout_batch(
         trm.model, v, trm.puzzle_table, x, ids, InferenceSettings(steps=8)
     )
     assert int(iters) == 8
@@ -261,8 +262,8 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_plain_loop(trm, ba
     x, ids = batch["inputs"][:13], batch["puzzle_identifiers"][:13]
     v = _halting_variables(trm, x, ids)
     s = InferenceSettings(steps=5, samples=2, sigma=sigma, select="first_halt")
-    plain = tt.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
-    stream = tt.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True)
+    plain = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
+    stream = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True)
     assert stream.num_puzzles == 13 and len(set(stream.steps.tolist())) > 1
     assert np.array_equal(stream.steps, plain.steps)
     for rule in tt.SELECT_RULES:

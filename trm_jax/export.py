@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from trm_jax import fileio
+from trm_jax import rollout as ro
 from trm_jax import test_time as tt
 from trm_jax.checkpoint import CheckpointError
 from trm_jax.test_time import InferenceSettings, SettingsError
@@ -52,7 +53,7 @@ def export(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}.")
     settings = (settings or InferenceSettings()).for_task(trm.task)
-    fn = tt.solver(trm.model, trm.variables, trm.puzzle_table, settings)
+    fn = ro.solver(trm.model, trm.variables, trm.puzzle_table, settings)
     L = trm.model_config.seq_len
     specs = (
         jax.ShapeDtypeStruct((batch_size, L), jnp.int32),
