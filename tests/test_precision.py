@@ -175,7 +175,7 @@ def _loss_and_grads(cfg):
     return _train_grad_fn(model)(variables, table, carry, batch, jax.random.key(2))
 
 
-def _forward(cfg, steps=2):
+def _forward(cfg, steps=1):
     model, variables, table, batch = _setup(cfg)
     carry = initial_carry(model, batch)
     for _ in range(steps):
@@ -200,7 +200,8 @@ def test_bf16_paths_agree_with_float32_and_each_other(units, mlp_t):
             a = np.asarray(fwd32[0][k], np.float32)
             b = np.asarray(o[k], np.float32)
             assert np.all(np.isfinite(b))
-            assert np.max(np.abs(a - b)) <= 0.08 * np.max(np.abs(a)), k
+            # One ACT step (42 rounded layers' worth of recursion here): ~1.5% measured.
+            assert np.max(np.abs(a - b)) <= 0.04 * np.max(np.abs(a)), k
         assert abs(float(loss) - float(fwd32[1])) <= 0.03 * abs(float(fwd32[1]))
     a, b = (
         np.asarray(fwd_native[0]["logits"], np.float32),
