@@ -137,7 +137,7 @@ def precision(dtype, storage: str = "auto", backend: str | None = None, units=No
     if storage not in STORAGE:
         raise ValueError(f"model.activation_storage must be one of {STORAGE}, got {storage!r}.")
     on_cpu = backend == "cpu"
-    store = jnp.dtype(storage) if storage != "auto" else (jnp.float32 if on_cpu else dtype)
+    store = jnp.dtype(storage) if storage != "auto" else jnp.dtype(jnp.float32 if on_cpu else dtype)
     if not on_cpu:
         return Precision(dtype, store, dtype)
     units = hardware.bf16_units() if units is None else units

@@ -133,14 +133,15 @@ class TRMModel(nn.Module):
     def L_net(
         self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
     ) -> jax.Array:
-        """The latent net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
-        return self.L_level(h, injection, rope, seq_major)
+        """The latent net on [B, S, D] (or [S, B, D] with ``seq_major``), returned in h's dtype
+        (exact: outputs are rounded to the activation dtype whatever the storage)."""
+        return self.L_level(h, injection, rope, seq_major).astype(h.dtype)
 
     def H_net(
         self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
     ) -> jax.Array:
-        """The high-level net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
-        return self.H_level(h, injection, rope, seq_major)
+        """The high-level net on [B, S, D] (or [S, B, D] with ``seq_major``), in h's dtype."""
+        return self.H_level(h, injection, rope, seq_major).astype(h.dtype)
 
     def heads(self, z_BxSxD: jax.Array):
         """logits [B, L, V] (prefix dropped, in the activation dtype) and float32 q_halt,
