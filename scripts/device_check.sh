@@ -116,7 +116,7 @@ step bench "$T_BENCH" "$PY" scripts/bench.py "${BENCH[@]}" --out "$DIR/bench.jso
 # 3. Sudoku data (34 givens, the harder main-job data of issue 16), then a few minutes of paper-mlp training.
 step data 120 "$PY" -m data_gen.sudoku build --out "$WORK/data" "${DATA[@]}" --seed 0 --quiet
 step train "$T_TRAIN" "$PY" -m trm_jax.train --config=configs/sudoku_mlp.py \
-  --workdir="$WORK/run" --config.data.path="$WORK/data" --config.train.eval_interval=100000 \
+  --workdir="$WORK/run" --config.data.path="$WORK/data" \
   "${TRAIN[@]}"
 
 # 4. The GPU's bf16 matmul peak, MFU, and the summary (JSON + markdown table).
