@@ -78,7 +78,7 @@ class Precision:
                  residual adds, norms, RoPE, embeddings), so bfloat16 results keep the
                  reference's semantics on every path below.
     ``storage``  the dtype arrays are held in between those points, i.e. the dtype elementwise
-                 work runs in. float32 on CPUs: XLA:CPU runs bf16 elementwise ops 4-5x slower
+                 work runs in. float32 on CPUs: XLA:CPU runs bf16 elementwise ops 2-5x slower
                  than float32 ones (``silu(g) * u``: scripts/PERF.md); a bf16 value held in
                  float32 is exact, so only speed and memory change. bfloat16 on accelerators,
                  where activation memory matters and bf16 elementwise work is native.
