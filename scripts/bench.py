@@ -51,12 +51,12 @@ import jax.numpy as jnp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trm_jax import act, steps  # noqa: E402
+from trm_jax import act, hardware, steps  # noqa: E402
 from trm_jax import config as config_lib  # noqa: E402
 from trm_jax import sharding as shd  # noqa: E402
 from trm_jax.fileio import write_json  # noqa: E402
 from trm_jax.model.config import ModelConfig  # noqa: E402
-from trm_jax.model.trm import TRMModel  # noqa: E402
+from trm_jax.model.trm import TRMModel, matmul_path  # noqa: E402
 
 # Benchmark name -> (config file, size overrides of its model, global batch).
 CONFIGS = {
@@ -431,6 +431,7 @@ def machine() -> dict:
         "amx_bf16": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "avx512f": "avx512f" in flags,
+        "bf16_units": hardware.bf16_units(frozenset(flags)),
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
         "jax": jax.__version__,
@@ -450,7 +451,8 @@ def _ratio(x) -> str:
 def print_report(result: dict) -> None:
     m, peak = result["machine"], result["peak_flop_per_s"]
     print(
-        f"\n{m['cpu']}, {m['cores']} cores, AMX-BF16: {m['amx_bf16']}, backend {m['backend']}, "
+        f"\n{m['cpu']}, {m['cores']} cores, bf16 units: {m.get('bf16_units', '?')}, "
+        f"backend {m['backend']}, "
         f"jax {m['jax']}; matmul peak float32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
         f"bf16->f32 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
     )
@@ -458,7 +460,7 @@ def print_report(result: dict) -> None:
         f"{'config':10} {'dtype':8} {'B':>3} {'compile':>7} {'train s':>8} {'cpu s':>6} "
         f"{'eval s':>7} {'ex/s':>6} {'GFLOP':>7} {'xla/ana':>7} {'GFLOP/s':>7} {'pk f32':>6} "
         f"{'peak':>5} {'mem':>5} {'ref eager':>9} {'ref comp':>8} {'x eager':>7} {'x comp':>6} "
-        f"{'x eval':>6}"
+        f"{'x eval':>6}  matmul path"
     )
     print(head)
     print("-" * len(head))
@@ -474,7 +476,8 @@ def print_report(result: dict) -> None:
             f"{ref.get('train_eager_s', float('nan')):>9.2f} "
             f"{ref.get('train_compile_s', float('nan')):>8.2f} "
             f"{_ratio(r.get('speedup_vs_eager')):>7} {_ratio(r.get('speedup_vs_compile')):>6} "
-            f"{_ratio(r.get('eval_speedup_vs_eager')):>6}"
+            f"{_ratio(r.get('eval_speedup_vs_eager')):>6}  "
+            f"{matmul_path(model_config(r['config'], r['dtype'], result.get('quick', False))[0])}"
         )
     print(
         "\ntrain s / eval s: median wall time per step; cpu s: process CPU time per train step; "
@@ -482,7 +485,10 @@ def print_report(result: dict) -> None:
         "analytic; pk f32: float32 matmul peak (GFLOP/s) measured next to the row; peak: achieved "
         "FLOP/s over the best matmul peak of that probe; mem: train temp memory\nof all H "
         "cycles over one H cycle (warm-up under stop_gradient); x eager / x comp / x eval: "
-        "reference time over ours (> 1: we are faster).\nThe reference ran on a CPU WITH AMX-BF16; "
+        "reference time over ours (> 1: we are faster); matmul path: bf16->f32 = bf16 operands, "
+        "float32 results\n(NN-form gradients on CPUs with bf16 units), bf16 upcast to f32 = "
+        "float32 products of bf16 values (CPUs without).\n"
+        "The reference ran on a CPU WITH AMX-BF16; "
         "bfloat16 rows are not like for like when this machine has none."
     )
     if result["cycles"]:

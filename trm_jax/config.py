@@ -72,7 +72,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.halt_exploration_prob = 0.1
     # Halt on q_halt > 0 (True, TRM) or on q_halt > q_continue (False).
     c.model.no_ACT_continue = True
+    # bfloat16 | float32 | auto (bfloat16 where the hardware has bf16 matmul units that make it
+    # the faster step, float32 elsewhere: trm_jax.model.config.resolve_forward_dtype).
     c.model.forward_dtype = "bfloat16"
+    # auto | bfloat16 | float32: storage of activations between bf16 matmuls (auto: float32 on
+    # CPUs, where bf16 elementwise work is slow; bfloat16 on accelerators).
+    c.model.activation_storage = "auto"
     c.model.loss_type = "stablemax_cross_entropy"
     # trm_hier6: number of low-level latents.
     c.model.num_latents = 6

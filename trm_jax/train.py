@@ -29,6 +29,7 @@ from trm_jax import sharding as shd
 from trm_jax.arc_scoring import ArcVoter
 from trm_jax.data import pipeline
 from trm_jax.data.dataset import DatasetError
+from trm_jax.model.config import resolve_forward_dtype
 from trm_jax.model.trm import TRMModel
 from trm_jax.progress import Progress
 from trm_jax.steps import LOSS_KEYS, Steps, TrainState, build_steps, make_setup
@@ -254,12 +255,13 @@ def _over_budget(budget: float, elapsed: float, step: int, log_every: int) -> bo
     return over
 
 
-def _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer) -> None:
+def _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer, dtype_asked) -> None:
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    _, why = resolve_forward_dtype(dtype_asked)
     print(
         f"Training {mcfg.arch} ({n_params:,} parameters) for {total_steps} steps on "
         f"{mesh.shape['data']} device(s), global batch {tcfg.global_batch_size}; "
-        f"work dir {workdir}",
+        f"work dir {workdir}\nForward dtype: {mcfg.forward_dtype} ({why}).",
         flush=True,
     )
     if writer:
@@ -321,7 +323,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
         budget_s=budget or None, clock=clock, t0=t_start,
     )  # fmt: skip
     if main_host and step == 0:
-        _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer)
+        _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer, config.model.forward_dtype)
     end, decay = total_steps, None
     if tcfg.lr_decay_end == "time_budget" and int(state.horizon) < total_steps:
         end = int(state.horizon)  # measured by the process that started this run

@@ -19,11 +19,14 @@ import dataclasses
 import math
 from typing import Literal
 
+from trm_jax import hardware
+
 Arch = Literal["trm", "trm_singlez", "trm_hier6", "hrm", "transformer"]
 ARCHS = ("trm", "trm_singlez", "trm_hier6", "hrm", "transformer")
 POS_ENCODINGS = ("rope", "learned", "none")
 DTYPES = ("bfloat16", "float32", "float64")
 REMAT = ("none", "block", "full", "dots")
+STORAGE = ("auto", "bfloat16", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,13 @@ class ModelConfig:
     no_ACT_continue: bool = True
     # Build the bootstrapped Q-continue target with a second forward (None: not no_ACT_continue).
     q_continue_target: bool | None = None
+    # "bfloat16", "float32", "float64" or "auto" (resolved here, once, by
+    # resolve_forward_dtype: the construct holds the chosen dtype, never "auto").
     forward_dtype: str = "bfloat16"
+    # Dtype bf16 activations are held in between their rounding points (layers.Precision):
+    # "auto" = float32 on CPUs (elementwise work in float32, faster there), bfloat16 on
+    # accelerators (half the activation memory); "bfloat16" / "float32" force it.
+    activation_storage: str = "auto"
     loss_type: str = "stablemax_cross_entropy"
     # trm_hier6: number of low-level latents (the reference hard-codes six).
     num_latents: int = 6
@@ -72,9 +81,17 @@ class ModelConfig:
             raise ValueError(
                 f"model.pos_encodings must be one of {POS_ENCODINGS}, got {self.pos_encodings!r}."
             )
+        if self.forward_dtype == "auto":
+            object.__setattr__(self, "forward_dtype", resolve_forward_dtype("auto")[0])
         if self.forward_dtype not in DTYPES:
             raise ValueError(
-                f"model.forward_dtype must be one of {DTYPES}, got {self.forward_dtype!r}."
+                f"model.forward_dtype must be one of {DTYPES} or 'auto', "
+                f"got {self.forward_dtype!r}."
+            )
+        if self.activation_storage not in STORAGE:
+            raise ValueError(
+                f"model.activation_storage must be one of {STORAGE}, "
+                f"got {self.activation_storage!r}."
             )
         if self.remat not in REMAT:
             raise ValueError(f"model.remat must be one of {REMAT}, got {self.remat!r}.")
@@ -192,3 +209,30 @@ class ModelConfig:
 
 def embed_scale(cfg: ModelConfig) -> float:
     return math.sqrt(cfg.hidden_size)
+
+
+def resolve_forward_dtype(value: str, backend: str | None = None, units: str | None = None):
+    """(dtype, reason) for a configured ``forward_dtype``; "auto" picks one for this machine.
+
+    "auto": bfloat16 on GPUs and TPUs (bf16 operands with float32 accumulation are their native
+    matmul path) and on CPUs with AMX-BF16; float32 on other CPUs, AVX512-BF16 ones included
+    (measured: not faster there at the main job's size). Call it to print the choice:
+    ``dtype, why = resolve_forward_dtype(config.model.forward_dtype)``. ``backend`` (default JAX's)
+    and ``units`` (default :func:`trm_jax.hardware.bf16_units`) are for tests.
+    """
+    if value != "auto":
+        return value, "set in the config"
+    backend = backend or hardware.platform()
+    if backend != "cpu":
+        return "bfloat16", f"auto: {backend} multiplies bf16 with float32 accumulation natively"
+    units = units or hardware.bf16_units()
+    if units == "amx_bf16":
+        return "bfloat16", "auto: CPU has amx_bf16"
+    if units == "avx512_bf16":
+        # Measured on a 2-core Zen 5 EPYC (scripts/PERF.md, "bf16 units"): at the CPU main job's
+        # size (h128, B64) the bf16 train step was no faster (4.54 s vs 4.09 s wall, 2.54 vs
+        # 2.82 cpu-s) and the eval step slower; only the paper size gained (4.02 vs 5.97 s).
+        return "float32", (
+            "auto: CPU has avx512_bf16 but no amx_bf16; its bf16 step measured no faster"
+        )
+    return "float32", "auto: CPU has no bf16 matrix units (amx_bf16, avx512_bf16)"

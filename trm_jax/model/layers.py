@@ -3,6 +3,13 @@
 Parameters are float32; every matmul casts its weight to the activation dtype (``forward_dtype``),
 as the reference's CastedLinear does. RMSNorm and RoPE run in float32 internally.
 
+Every module's ``dtype`` is a :class:`Precision` (or a plain dtype, resolved for this machine by
+:func:`precision`): the activation dtype values are rounded to where the reference rounds them,
+the dtype they are stored in between (float32 on CPUs), and the dtype of the dots' operands
+(bf16 operands with float32 results wherever the hardware multiplies bf16). On CPUs with bf16
+units the products and their gradients are NN-form dots (custom VJPs below), the only form
+XLA:CPU runs in bf16 (scripts/PERF.md, "bf16 units").
+
 Blocks take the residual stream either as [B, S, D] or, inside the recursion, sequence-major as
 [S, B, D] (``seq_major=True``). In that layout every matmul is a plain 2-D one: the channel MLP
 and the projections act on [S*B, D], and the token-mixing MLP (``mlp_t``) acts from the left on
@@ -14,13 +21,16 @@ I SwiGLU inner width, V vocabulary, N any number of columns, F features.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import re
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from trm_jax import hardware
 
 # Ratio of the std of a standard normal truncated at +-2 to 1; dividing by it restores the
 # requested std (reference §3.4 "Truncated normal").
@@ -44,11 +54,14 @@ def lecun_truncated_normal(key, shape, dtype=jnp.float32):
     return truncated_normal(1.0 / math.sqrt(shape[0]))(key, shape, dtype)
 
 
-def rms_norm(x: jax.Array, eps: float, axis: int = -1) -> jax.Array:
-    """RMSNorm without weight, computed in float32 and cast back to the input dtype."""
+def rms_norm(x: jax.Array, eps: float, axis: int = -1, dtype=None) -> jax.Array:
+    """RMSNorm without weight, computed in float32 and cast back to the input dtype.
+
+    ``dtype`` (default the input's): the dtype the result is rounded to before that cast.
+    """
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=axis, keepdims=True) + eps)
-    return y.astype(x.dtype)
+    return y.astype(dtype or x.dtype).astype(x.dtype)
 
 
 def silu(x: jax.Array) -> jax.Array:
@@ -56,46 +69,281 @@ def silu(x: jax.Array) -> jax.Array:
     return x / (1.0 + jnp.exp(-x))
 
 
-@functools.cache
-def _cpu_lacks_bf16_matmul() -> bool:
-    """True on a CPU without AMX-BF16 or AVX512-BF16 (Linux flags; other systems: True)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(re.search(r"^flags\s*:(.*)$", f.read(), re.M).group(1).split())
-    except (OSError, AttributeError):
-        return True
-    return not flags & {"amx_bf16", "avx512_bf16"}
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """How a model of one ``forward_dtype`` runs: which dtype rounds, stores and multiplies.
+
+    ``dtype``    the reference's activation dtype (``forward_dtype``): every value is rounded to
+                 it exactly where the reference rounds (dot outputs, SiLU, the gated product,
+                 residual adds, norms, RoPE, embeddings), so bfloat16 results keep the
+                 reference's semantics on every path below.
+    ``storage``  the dtype arrays are held in between those points, i.e. the dtype elementwise
+                 work runs in. float32 on CPUs: XLA:CPU runs bf16 elementwise ops 2-5x slower
+                 than float32 ones (``silu(g) * u``: scripts/PERF.md); a bf16 value held in
+                 float32 is exact, so only speed and memory change. bfloat16 on accelerators,
+                 where activation memory matters and bf16 elementwise work is native.
+    ``operand``  the dtype of every dot's operands; results are always float32 (or float64).
+                 bfloat16 wherever the hardware multiplies bf16 (GPUs, TPUs, CPUs with AMX-BF16
+                 or AVX512-BF16: a bf16 x bf16 -> f32 dot is the fast kernel there); float32 on
+                 CPUs without bf16 units (bf16 products are exact in float32, so this IS a bf16
+                 matmul with float32 accumulation, and faster there).
+    ``nn_grads`` bf16 dots get a custom VJP that computes both gradient products as plain
+                 row-major (NN) bf16 x bf16 -> f32 dots with the smaller operand transposed
+                 explicitly; on XLA:CPU the transposed-operand forms autodiff emits miss the fast
+                 kernels (2-5x slower, scripts/dot_forms.py). Off on accelerators.
+    """
+
+    dtype: Any
+    storage: Any
+    operand: Any
+    nn_grads: bool = False
+
+    @property
+    def result(self):
+        """The dtype a dot returns: float32, or float64 for float64 models."""
+        return jnp.promote_types(self.operand, jnp.float32)
+
+    @property
+    def path(self) -> str:
+        """Short name of the matmul path: ``f32``, ``bf16->f32``, ``bf16 upcast to f32``, ..."""
+        if jnp.dtype(self.dtype) != jnp.bfloat16:
+            return jnp.dtype(self.dtype).name.replace("float", "f")
+        if jnp.dtype(self.operand) == jnp.bfloat16:
+            return "bf16->f32"
+        return "bf16 upcast to f32"
+
+    def round(self, x: jax.Array) -> jax.Array:
+        """x rounded to ``dtype`` where the reference rounds, held in ``storage``."""
+        return x.astype(self.dtype).astype(self.storage)
+
+    def operand_of(self, x: jax.Array) -> jax.Array:
+        """x rounded to ``dtype`` (as the reference's casts) in the dots' operand dtype."""
+        return x.astype(self.dtype).astype(self.operand)
+
+
+STORAGE = ("auto", "bfloat16", "float32")
+
+
+def precision(dtype, storage: str = "auto", backend: str | None = None, units=None) -> Precision:
+    """The :class:`Precision` of ``dtype`` on ``backend`` (default: JAX's) and this CPU.
+
+    ``storage`` "auto": float32 on CPUs, ``dtype`` elsewhere; "bfloat16" / "float32" force it
+    (for bf16 models). ``units``: the CPU's bf16 units (default :func:`hardware.bf16_units`).
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype != jnp.bfloat16:
+        return Precision(dtype, dtype, dtype)
+    backend = backend or jax.default_backend()
+    if storage not in STORAGE:
+        raise ValueError(f"model.activation_storage must be one of {STORAGE}, got {storage!r}.")
+    on_cpu = backend == "cpu"
+    store = jnp.dtype(storage) if storage != "auto" else jnp.dtype(jnp.float32 if on_cpu else dtype)
+    if not on_cpu:
+        return Precision(dtype, store, dtype)
+    units = hardware.bf16_units() if units is None else units
+    if units == "none":
+        return Precision(dtype, store, jnp.dtype(jnp.float32))
+    return Precision(dtype, store, dtype, nn_grads=True)
+
+
+def as_precision(dtype) -> Precision:
+    """A module's ``dtype`` field: a :class:`Precision`, or a dtype resolved for this machine."""
+    return dtype if isinstance(dtype, Precision) else precision(dtype)
 
 
 def matmul_dtype(dtype):
-    """The dtype a matmul of ``dtype`` operands runs in.
+    """The dtype a matmul of ``dtype`` operands runs in on this machine (see :class:`Precision`)."""
+    return as_precision(dtype).operand
 
-    bfloat16 products are exact in float32, so a float32 matmul of bf16 values rounded back to
-    bf16 IS a bf16 matmul with float32 accumulation. XLA:CPU runs float32 GEMMs faster than
-    bf16 ones (1.5-2x) on CPUs without bf16 units, so there bf16 matmuls are upcast; GPUs, TPUs
-    and CPUs with AMX keep native bf16 operands.
+
+def materialized_transpose(x_MxK: jax.Array) -> jax.Array:
+    """x [..., M, K] -> [..., K, M] (last two axes swapped), as a copy that XLA cannot fold
+    into the dot that reads it.
+
+    A plain ``transpose`` feeding a dot is folded into the dot's dimension numbers (XLA's
+    TransposeFolding), which turns an NN product back into the transposed-operand form; XLA:CPU
+    runs bf16 dots on YNNPACK only in NN form and upcasts the others to float32 (Eigen), so the
+    weight gradients lost the bf16 kernels. An ``optimization_barrier`` does not help: XLA:CPU
+    removes barriers before that pass. Written as reshape -> 3-D transpose -> reshape, the
+    transpose is no longer a dot operand and stays a copy (checked in the optimised HLO by
+    tests/test_precision.py). Where neither M nor K has a small factor, a plain transpose.
     """
-    if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
-        if _cpu_lacks_bf16_matmul():
-            return jnp.float32
-    return dtype
+    *lead, M, K = x_MxK.shape
+    n = len(lead)
+    batch = tuple(range(n))
+
+    def factor(size):
+        return next((f for f in (8, 4, 2, 3) if size % f == 0 and size > f), 1)
+
+    if factor(K) > 1:
+        f = factor(K)
+        x = x_MxK.reshape(*lead, M, K // f, f)
+        return jnp.transpose(x, (*batch, n + 1, n + 2, n)).reshape(*lead, K, M)
+    if factor(M) > 1:
+        f = factor(M)
+        x = x_MxK.reshape(*lead, M // f, f, K)
+        return jnp.transpose(x, (*batch, n + 2, n, n + 1)).reshape(*lead, K, M)
+    return jnp.swapaxes(x_MxK, -1, -2)
 
 
-def _dot(x: jax.Array, kernel: jax.Array, dtype, feature_axis: int = -1) -> jax.Array:
-    """Apply kernel [in, out] to the features of x in ``dtype``, as one 2-D matmul.
+def _nn_product(a_MxK: jax.Array, b_KxN: jax.Array) -> jax.Array:
+    """a @ b, float32 result; leading axes (if any) are batch axes of both."""
+    n = a_MxK.ndim - 2
+    batch = tuple(range(n))
+    dims = (((n + 1,), (n,)), (batch, batch))
+    return jax.lax.dot_general(a_MxK, b_KxN, dims, preferred_element_type=jnp.float32)
+
+
+def weight_grad(x_MxK: jax.Array, g_MxN: jax.Array) -> jax.Array:
+    """x^T g [K, N] (a weight gradient) as an NN product with float32 result.
+
+    Transposes the narrower of x and g (measured: 1.1-2x faster than the other choice on the
+    paper shapes); transposing g needs the small result transposed back.
+    """
+    if x_MxK.shape[1] <= g_MxN.shape[1]:
+        return _nn_product(materialized_transpose(x_MxK), g_MxN)
+    return materialized_transpose(_nn_product(materialized_transpose(g_MxN), x_MxK))
+
+
+@jax.custom_vjp
+def nn_matmul(a_MxK: jax.Array, b_KxN: jax.Array) -> jax.Array:
+    """a @ b with a float32 result whose gradients are NN-form dots in the operands' dtype.
+
+    The cotangent is rounded to the operand dtype (exact where the output was rounded to it, as
+    every dot output of the model is) so each gradient product is bf16 x bf16 -> f32; the
+    gradients come back in the operands' dtype, as autodiff of a bf16 matmul gives them.
+    """
+    return _nn_product(a_MxK, b_KxN)
+
+
+def _nn_matmul_fwd(a_MxK, b_KxN):
+    return nn_matmul(a_MxK, b_KxN), (a_MxK, b_KxN)
+
+
+def _nn_matmul_bwd(res, g_MxN):
+    a_MxK, b_KxN = res
+    g_MxN = g_MxN.astype(a_MxK.dtype)
+    # da = g b^T with b (the weight: small) transposed; db = a^T g (the weight gradient).
+    da = _nn_product(g_MxN, materialized_transpose(b_KxN)).astype(a_MxK.dtype)
+    db = weight_grad(a_MxK, g_MxN).astype(b_KxN.dtype)
+    return da, db
+
+
+nn_matmul.defvjp(_nn_matmul_fwd, _nn_matmul_bwd)
+
+
+@jax.custom_vjp
+def nn_matmul_left(w_KxN: jax.Array, x_KxM: jax.Array) -> jax.Array:
+    """w^T @ x [N, M] (the token MLP's product from the left) as NN-form dots, float32 result;
+    gradients as :func:`nn_matmul`: dx = w g, dw = x g^T."""
+    return _nn_product(materialized_transpose(w_KxN), x_KxM)
+
+
+def _nn_matmul_left_fwd(w_KxN, x_KxM):
+    return nn_matmul_left(w_KxN, x_KxM), (w_KxN, x_KxM)
+
+
+def _nn_matmul_left_bwd(res, g_NxM):
+    w_KxN, x_KxM = res
+    g_NxM = g_NxM.astype(x_KxM.dtype)
+    dx = _nn_product(w_KxN, g_NxM).astype(x_KxM.dtype)
+    dw = _nn_product(x_KxM, materialized_transpose(g_NxM)).astype(w_KxN.dtype)
+    return dw, dx
+
+
+nn_matmul_left.defvjp(_nn_matmul_left_fwd, _nn_matmul_left_bwd)
+
+
+@jax.custom_vjp
+def batched_nn_matmul(a_xMxK: jax.Array, b_xKxN: jax.Array) -> jax.Array:
+    """Batched a @ b [..., M, N] (float32 result) with NN-form gradient products:
+    da = g T(b), db = T(a) g with materialised transposes (:func:`materialized_transpose`)."""
+    return _nn_product(a_xMxK, b_xKxN)
+
+
+def _batched_nn_matmul_fwd(a, b):
+    return batched_nn_matmul(a, b), (a, b)
+
+
+def _batched_nn_matmul_bwd(res, g):
+    a, b = res
+    g = g.astype(a.dtype)
+    da = _nn_product(g, materialized_transpose(b)).astype(a.dtype)
+    db = _nn_product(materialized_transpose(a), g).astype(b.dtype)
+    return da, db
+
+
+batched_nn_matmul.defvjp(_batched_nn_matmul_fwd, _batched_nn_matmul_bwd)
+
+
+def _einsum_vjp_specs(spec: str) -> tuple[str, str]:
+    ins, out = spec.split("->")
+    a, b = ins.split(",")
+    return f"{out},{b}->{a}", f"{a},{out}->{b}"
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def low_einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Two-operand einsum with a float32 result whose gradient products take the operands' dtype
+    (bf16 x bf16 -> f32 for bf16 operands). Every index of one operand must appear in the other
+    or in the output (true of attention's two products)."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _low_einsum_fwd(spec, a, b):
+    return low_einsum(spec, a, b), (a, b)
+
+
+def _low_einsum_bwd(spec, res, g):
+    a, b = res
+    g = g.astype(a.dtype)
+    spec_a, spec_b = _einsum_vjp_specs(spec)
+    da = jnp.einsum(spec_a, g, b, preferred_element_type=jnp.float32).astype(a.dtype)
+    db = jnp.einsum(spec_b, a, g, preferred_element_type=jnp.float32).astype(b.dtype)
+    return da, db
+
+
+low_einsum.defvjp(_low_einsum_fwd, _low_einsum_bwd)
+
+
+def einsum(spec: str, a: jax.Array, b: jax.Array, p: Precision) -> jax.Array:
+    """einsum of two activations in ``p``'s operand dtype, result rounded and stored per ``p``."""
+    a, b = p.operand_of(a), p.operand_of(b)
+    if jnp.dtype(p.operand) == jnp.bfloat16:
+        y = low_einsum(spec, a, b)
+    else:
+        y = jnp.einsum(spec, a, b, preferred_element_type=p.result)
+    return p.round(y)
+
+
+def matmul(a_MxK: jax.Array, b_KxN: jax.Array, p: Precision) -> jax.Array:
+    """a @ b of 2-D operands in ``p``'s operand dtype; float32 result, rounded per ``p``."""
+    a, b = p.operand_of(a_MxK), p.operand_of(b_KxN)
+    if p.nn_grads:
+        y = nn_matmul(a, b)
+    elif jnp.dtype(p.operand) == jnp.bfloat16:
+        y = low_einsum("mk,kn->mn", a, b)
+    else:
+        y = jnp.dot(a, b, preferred_element_type=p.result)
+    return p.round(y)
+
+
+def _dot(x: jax.Array, kernel: jax.Array, p: Precision, feature_axis: int = -1) -> jax.Array:
+    """Apply kernel [in, out] to the features of x, as one 2-D matmul (see :func:`matmul`).
 
     ``feature_axis=-1``: x [..., in] -> [..., out] (x @ kernel; flattening to 2-D is much faster
-    on XLA:CPU). ``feature_axis=0``: x [in, N] -> [out, N] (kernel^T @ x, no transpose of x).
-    Operands are rounded to ``dtype`` (as the reference's casts) and multiplied in
-    :func:`matmul_dtype`.
+    on XLA:CPU). ``feature_axis=0``: x [in, N] -> [out, N] (kernel^T @ x, no transpose of x;
+    with NN-form gradients the small kernel is transposed explicitly, so the product is NN).
     """
-    mm = matmul_dtype(dtype)
-    k = kernel.astype(dtype).astype(mm)
     if feature_axis == 0:
-        y = jax.lax.dot_general(k, x.astype(dtype).astype(mm), (((0,), (0,)), ((), ())))
-        return y.astype(dtype)
-    x2 = x.reshape(-1, x.shape[-1]).astype(dtype).astype(mm)
-    y = jnp.dot(x2, k).astype(dtype)
+        if p.nn_grads:
+            return p.round(nn_matmul_left(p.operand_of(kernel), p.operand_of(x)))
+        if jnp.dtype(p.operand) == jnp.bfloat16:
+            return einsum("io,in->on", kernel, x, p)
+        k, xo = p.operand_of(kernel), p.operand_of(x)
+        y = jax.lax.dot_general(k, xo, (((0,), (0,)), ((), ())), preferred_element_type=p.result)
+        return p.round(y)
+    y = matmul(x.reshape(-1, x.shape[-1]), kernel, p)
     return y.reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
@@ -103,7 +351,7 @@ class Linear(nn.Module):
     """y = x @ W (+ b) with W [in, out] float32, cast to ``dtype`` at use."""
 
     features: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
     use_bias: bool = False
     kernel_init: object = lecun_truncated_normal
     bias_init: object = nn.initializers.zeros
@@ -113,10 +361,11 @@ class Linear(nn.Module):
         """x [..., in] -> [..., out]; or x [in, N] -> [out, N] with ``feature_axis=0``."""
         in_features = x.shape[feature_axis]
         kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
-        y = _dot(x, kernel, self.dtype, feature_axis)
+        p = as_precision(self.dtype)
+        y = _dot(x, kernel, p, feature_axis)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-            y = y + (bias[:, None] if feature_axis == 0 else bias).astype(self.dtype)
+            y = p.round(y + p.round(bias[:, None] if feature_axis == 0 else bias))
         return y
 
 
@@ -129,7 +378,7 @@ class SplitLinear(nn.Module):
     """
 
     parts: tuple[int, ...]
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
 
     @nn.compact
     def __call__(self, x: jax.Array, feature_axis: int = -1) -> tuple[jax.Array, ...]:
@@ -139,7 +388,8 @@ class SplitLinear(nn.Module):
         kernel = self.param("kernel", lecun_truncated_normal, shape, jnp.float32)
         outs, start = [], 0
         for width in self.parts:
-            outs.append(_dot(x, kernel[:, start : start + width], self.dtype, feature_axis))
+            part = kernel[:, start : start + width]
+            outs.append(_dot(x, part, as_precision(self.dtype), feature_axis))
             start += width
         return tuple(outs)
 
@@ -150,35 +400,43 @@ class Embed(nn.Module):
     num_embeddings: int
     features: int
     std: float
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
 
     @nn.compact
     def __call__(self, ids: jax.Array) -> jax.Array:
         table = self.param(
             "embedding", truncated_normal(self.std), (self.num_embeddings, self.features)
         )
-        return jnp.take(table.astype(self.dtype), ids, axis=0)
+        return jnp.take(as_precision(self.dtype).round(table), ids, axis=0)
 
 
 class SwiGLU(nn.Module):
     """down(silu(gate) * up) with one fused gate|up projection [D, 2I] (gate first)."""
 
     inner: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
 
     @nn.compact
     def __call__(self, x: jax.Array, feature_axis: int = -1) -> jax.Array:
         """x [..., F] -> [..., F]; or x [F, N] -> [F, N] with ``feature_axis=0``."""
-        gate_up = SplitLinear((self.inner, self.inner), self.dtype, name="gate_up_proj")
-        down = Linear(x.shape[feature_axis], self.dtype, name="down_proj")
+        p = as_precision(self.dtype)
+        gate_up = SplitLinear((self.inner, self.inner), p, name="gate_up_proj")
+        down = Linear(x.shape[feature_axis], p, name="down_proj")
+
+        def gated(gate, up):
+            # silu and the product each rounded once, as the reference's two bf16 ops; computed
+            # in float32 whatever the storage.
+            silu_gate = p.round(silu(gate.astype(jnp.promote_types(gate.dtype, jnp.float32))))
+            return p.round(silu_gate * up)
+
         if feature_axis == 0:
             gate_IxN, up_IxN = gate_up(x, feature_axis=0)
-            return down(silu(gate_IxN) * up_IxN, feature_axis=0)
+            return down(gated(gate_IxN, up_IxN), feature_axis=0)
         # Everything on a 2-D [tokens, features] view: XLA:CPU fuses the elementwise SiLU
         # product about 2x faster on 2-D arrays than on [B, S, I] ones.
         x_NxF = x.reshape(-1, x.shape[-1])
         gate_NxI, up_NxI = gate_up(x_NxF)
-        return down(silu(gate_NxI) * up_NxI).reshape(x.shape)
+        return down(gated(gate_NxI, up_NxI)).reshape(x.shape)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -194,12 +452,33 @@ def apply_rope(x_BxSxHxK: jax.Array, cos_SxK: jax.Array, sin_SxK: jax.Array) -> 
     return _rope(x_BxSxHxK, cos_SxK[None, :, None, :], sin_SxK[None, :, None, :])
 
 
-def _rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """RoPE with cos and sin already broadcastable to x [..., K]."""
+def _rope(x: jax.Array, cos: jax.Array, sin: jax.Array, dtype=None) -> jax.Array:
+    """RoPE with cos and sin already broadcastable to x [..., K]; result rounded to ``dtype``
+    (default x's) and returned in x's dtype."""
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     x1, x2 = jnp.split(x32, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return (x32 * cos + rotated * sin).astype(x.dtype)
+    return (x32 * cos + rotated * sin).astype(dtype or x.dtype).astype(x.dtype)
+
+
+def _attention_scores(q_BxHxTxK, k_BxHxSxK, p: Precision) -> jax.Array:
+    """q k^T [B, H, T, S] in ``p``'s operand dtype, float32 result (unrounded)."""
+    q, k = p.operand_of(q_BxHxTxK), p.operand_of(k_BxHxSxK)
+    if p.nn_grads:
+        return batched_nn_matmul(q, materialized_transpose(k))
+    if jnp.dtype(p.operand) == jnp.bfloat16:
+        return low_einsum("bhtk,bhsk->bhts", q, k)
+    return jnp.einsum("bhtk,bhsk->bhts", q, k, preferred_element_type=p.result)
+
+
+def _attention_values(probs_BxHxTxS, v_BxHxSxK, p: Precision) -> jax.Array:
+    """probs v [B, H, T, K] in ``p``'s operand dtype, float32 result (unrounded)."""
+    a, v = p.operand_of(probs_BxHxTxS), p.operand_of(v_BxHxSxK)
+    if p.nn_grads:
+        return batched_nn_matmul(a, v)
+    if jnp.dtype(p.operand) == jnp.bfloat16:
+        return low_einsum("bhts,bhsk->bhtk", a, v)
+    return jnp.einsum("bhts,bhsk->bhtk", a, v, preferred_element_type=p.result)
 
 
 class Attention(nn.Module):
@@ -211,7 +490,7 @@ class Attention(nn.Module):
 
     num_heads: int
     head_dim: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
 
     @nn.compact
     def __call__(
@@ -220,7 +499,8 @@ class Attention(nn.Module):
         """h [B, S, D] -> [B, S, D]; or [S, B, D] -> [S, B, D] with ``seq_major``."""
         D = h.shape[-1]
         H, K = self.num_heads, self.head_dim
-        q, k, v = SplitLinear((H * K,) * 3, self.dtype, name="qkv_proj")(h)
+        p = as_precision(self.dtype)
+        q, k, v = SplitLinear((H * K,) * 3, p, name="qkv_proj")(h)
         # Heads-major [B, H, S, K] for the two batched matmuls: XLA:CPU runs them about twice
         # as fast on contiguous per-head blocks as on strided views of the token layout.
         to_heads, from_heads = ((1, 2, 0, 3), (2, 0, 1, 3)) if seq_major else ((0, 2, 1, 3),) * 2
@@ -229,19 +509,16 @@ class Attention(nn.Module):
         )
         if rope is not None:
             cos_SxK, sin_SxK = rope
-            q_BxHxSxK = _rope(q_BxHxSxK, cos_SxK, sin_SxK)
-            k_BxHxSxK = _rope(k_BxHxSxK, cos_SxK, sin_SxK)
-        mm = matmul_dtype(self.dtype)
-        scores_BxHxSxS = jnp.einsum(
-            "bhtk,bhsk->bhts",
-            q_BxHxSxK.astype(mm),
-            k_BxHxSxK.astype(mm),
-            preferred_element_type=jnp.float32,
-        ) * (1.0 / math.sqrt(K))
-        probs_BxHxSxS = jax.nn.softmax(scores_BxHxSxS, axis=-1).astype(self.dtype)
-        out_BxHxSxK = jnp.einsum("bhts,bhsk->bhtk", probs_BxHxSxS.astype(mm), v_BxHxSxK.astype(mm))
-        out = jnp.transpose(out_BxHxSxK.astype(self.dtype), from_heads)
-        return Linear(D, self.dtype, name="o_proj")(out.reshape(h.shape[:2] + (H * K,)))
+            q_BxHxSxK = _rope(q_BxHxSxK, cos_SxK, sin_SxK, p.dtype)
+            k_BxHxSxK = _rope(k_BxHxSxK, cos_SxK, sin_SxK, p.dtype)
+        # Scores and softmax stay float32 (unrounded), as before; the probabilities are
+        # rounded to the activation dtype for the second product.
+        scores_BxHxSxS = _attention_scores(q_BxHxSxK, k_BxHxSxK, p)
+        scores_BxHxSxS = scores_BxHxSxS * (1.0 / math.sqrt(K))
+        probs_BxHxSxS = p.round(jax.nn.softmax(scores_BxHxSxS, axis=-1))
+        out_BxHxSxK = p.round(_attention_values(probs_BxHxSxS, v_BxHxSxK, p))
+        out = jnp.transpose(out_BxHxSxK, from_heads)
+        return Linear(D, p, name="o_proj")(out.reshape(h.shape[:2] + (H * K,)))
 
 
 class Block(nn.Module):
@@ -252,28 +529,34 @@ class Block(nn.Module):
     mlp_inner: int
     mlp_t_inner: int | None
     eps: float
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
 
     @nn.compact
     def __call__(self, h: jax.Array, rope, seq_major: bool = False) -> jax.Array:
         """h [B, S, D] -> [B, S, D]; or [S, B, D] -> [S, B, D] with ``seq_major``."""
+        p = as_precision(self.dtype)
+
+        def norm(residual_sum, axis=-1):
+            # The residual sum is rounded (a bf16 add in the reference), then normalised.
+            return rms_norm(p.round(residual_sum), self.eps, axis, p.dtype)
+
         if self.mlp_t_inner is not None:
             # Token mixing: SwiGLU across S; this norm also runs over S.
-            mlp_t = SwiGLU(self.mlp_t_inner, self.dtype, name="mlp_t")
+            mlp_t = SwiGLU(self.mlp_t_inner, p, name="mlp_t")
             if seq_major:
                 # [S, B*D]: the token MLP is a matmul from the left; no transposes.
                 S, B, D = h.shape
                 h_SxN = h.reshape(S, B * D)
-                h_SxN = rms_norm(h_SxN + mlp_t(h_SxN, feature_axis=0), self.eps, axis=0)
+                h_SxN = norm(h_SxN + mlp_t(h_SxN, feature_axis=0), axis=0)
                 h = h_SxN.reshape(S, B, D)
             else:
                 h_BxDxS = jnp.swapaxes(h, 1, 2)
-                h = jnp.swapaxes(rms_norm(h_BxDxS + mlp_t(h_BxDxS), self.eps), 1, 2)
+                h = jnp.swapaxes(norm(h_BxDxS + mlp_t(h_BxDxS)), 1, 2)
         else:
-            attn = Attention(self.num_heads, self.head_dim, self.dtype, name="self_attn")
-            h = rms_norm(h + attn(h, rope, seq_major), self.eps)
-        mlp = SwiGLU(self.mlp_inner, self.dtype, name="mlp")
-        return rms_norm(h + mlp(h), self.eps)
+            attn = Attention(self.num_heads, self.head_dim, p, name="self_attn")
+            h = norm(h + attn(h, rope, seq_major))
+        mlp = SwiGLU(self.mlp_inner, p, name="mlp")
+        return norm(h + mlp(h))
 
 
 class ReasoningModule(nn.Module):
@@ -285,7 +568,7 @@ class ReasoningModule(nn.Module):
     mlp_inner: int
     mlp_t_inner: int | None
     eps: float
-    dtype: jnp.dtype = jnp.float32
+    dtype: Any = jnp.float32  # a dtype or a Precision
     remat_blocks: bool = False
 
     @nn.compact
@@ -293,8 +576,9 @@ class ReasoningModule(nn.Module):
         self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
     ) -> jax.Array:
         """h, injection [B, S, D]; or [S, B, D] with ``seq_major`` (see :class:`Block`)."""
+        p = as_precision(self.dtype)
         if injection is not None:
-            h = h + injection
+            h = p.round(h + injection)
         # seq_major (argument 3, counting self) is a Python bool: static under remat.
         block_cls = nn.remat(Block, static_argnums=(3,)) if self.remat_blocks else Block
         for i in range(self.num_layers):
@@ -304,7 +588,7 @@ class ReasoningModule(nn.Module):
                 self.mlp_inner,
                 self.mlp_t_inner,
                 self.eps,
-                self.dtype,
+                p,
                 name=f"layers_{i}",
             )(h, rope, seq_major)
         return h

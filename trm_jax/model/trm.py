@@ -21,7 +21,15 @@ import jax
 import jax.numpy as jnp
 
 from trm_jax.model.config import ModelConfig
-from trm_jax.model.layers import Embed, Linear, ReasoningModule, rope_tables, truncated_normal
+from trm_jax.model.layers import (
+    Embed,
+    Linear,
+    Precision,
+    ReasoningModule,
+    precision,
+    rope_tables,
+    truncated_normal,
+)
 
 Latents = tuple[jax.Array, ...]
 
@@ -29,10 +37,22 @@ _LEARNED_POS_SCALE = 0.707106781
 
 
 def compute_dtype(cfg: ModelConfig):
-    """The activation dtype; float64 (needs jax_enable_x64) is for numerical studies only."""
+    """The activation dtype (the carry's); float64 (needs jax_enable_x64) is for numerical
+    studies only."""
     return {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float64": jnp.float64}[
         cfg.forward_dtype
     ]
+
+
+def model_precision(cfg: ModelConfig) -> Precision:
+    """How this model's matmuls and elementwise work run on this machine (layers.Precision)."""
+    return precision(compute_dtype(cfg), cfg.activation_storage)
+
+
+def matmul_path(cfg: ModelConfig) -> str:
+    """Name of the matmul path the model takes here: ``f32``, ``bf16->f32`` (bf16 operands,
+    float32 results), ``bf16 upcast to f32`` (CPUs without bf16 units)."""
+    return model_precision(cfg).path
 
 
 class TRMModel(nn.Module):
@@ -42,7 +62,7 @@ class TRMModel(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        dt = compute_dtype(cfg)
+        dt = model_precision(cfg)
         D = cfg.hidden_size
         self.embed_tokens = Embed(cfg.vocab_size, D, 1.0 / math.sqrt(D), dt)
         if cfg.pos_encodings == "learned":
@@ -87,11 +107,11 @@ class TRMModel(nn.Module):
     def embed(self, inputs_BxL: jax.Array, puzzle_rows_BxE: jax.Array | None) -> jax.Array:
         """Input embedding x [B, S, D]: puzzle prefix + tokens, positions, scale sqrt(D)."""
         cfg = self.cfg
-        dt = compute_dtype(cfg)
+        p = model_precision(cfg)
         x_BxLxD = self.embed_tokens(inputs_BxL)
         B = inputs_BxL.shape[0]
         if cfg.puzzle_len:
-            rows = puzzle_rows_BxE.astype(dt)
+            rows = p.round(puzzle_rows_BxE)
             pad = cfg.puzzle_len * cfg.hidden_size - rows.shape[-1]
             if pad:
                 rows = jnp.pad(rows, ((0, 0), (0, pad)))
@@ -101,8 +121,8 @@ class TRMModel(nn.Module):
             x_BxSxD = x_BxLxD
         if cfg.pos_encodings == "learned":
             pos_SxD = self.embed_pos(jnp.arange(cfg.total_len))
-            x_BxSxD = _LEARNED_POS_SCALE * (x_BxSxD + pos_SxD[None])
-        return x_BxSxD * math.sqrt(cfg.hidden_size)
+            x_BxSxD = p.round(_LEARNED_POS_SCALE * p.round(x_BxSxD + pos_SxD[None]))
+        return p.round(x_BxSxD * math.sqrt(cfg.hidden_size))
 
     def rope(self):
         cfg = self.cfg
@@ -113,18 +133,21 @@ class TRMModel(nn.Module):
     def L_net(
         self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
     ) -> jax.Array:
-        """The latent net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
-        return self.L_level(h, injection, rope, seq_major)
+        """The latent net on [B, S, D] (or [S, B, D] with ``seq_major``), returned in h's dtype
+        (exact: outputs are rounded to the activation dtype whatever the storage)."""
+        return self.L_level(h, injection, rope, seq_major).astype(h.dtype)
 
     def H_net(
         self, h: jax.Array, injection: jax.Array | None, rope, seq_major: bool = False
     ) -> jax.Array:
-        """The high-level net on [B, S, D] (or [S, B, D] with ``seq_major``)."""
-        return self.H_level(h, injection, rope, seq_major)
+        """The high-level net on [B, S, D] (or [S, B, D] with ``seq_major``), in h's dtype."""
+        return self.H_level(h, injection, rope, seq_major).astype(h.dtype)
 
     def heads(self, z_BxSxD: jax.Array):
-        """logits [B, L, V] (prefix dropped) and float32 q_halt, q_continue [B]."""
-        logits_BxLxV = self.lm_head(z_BxSxD)[:, self.cfg.puzzle_len :]
+        """logits [B, L, V] (prefix dropped, in the activation dtype) and float32 q_halt,
+        q_continue [B]."""
+        dt = compute_dtype(self.cfg)
+        logits_BxLxV = self.lm_head(z_BxSxD)[:, self.cfg.puzzle_len :].astype(dt)
         q_Bx2 = self.q_head(z_BxSxD[:, 0]).astype(jnp.float32)
         return logits_BxLxV, q_Bx2[:, 0], q_Bx2[:, 1]
 
@@ -188,10 +211,14 @@ def inner_forward(model: TRMModel, variables, z: Latents, x_BxSxD: jax.Array) ->
     """
     # The recursion runs sequence-major ([S, B, D]: every matmul is 2-D and the token MLP needs
     # no transposes, see layers.py); only its inputs and outputs are transposed.
-    z_SxBxD = tuple(jnp.swapaxes(jax.lax.stop_gradient(t), 0, 1) for t in z)
-    x_SxBxD = jnp.swapaxes(x_BxSxD, 0, 1)
+    # Inside, arrays are held in the precision's storage dtype (float32 on CPUs, values still
+    # rounded to the activation dtype); the carry stays in the activation dtype (exact).
+    p = model_precision(model.cfg)
+    dt = compute_dtype(model.cfg)
+    z_SxBxD = tuple(jnp.swapaxes(jax.lax.stop_gradient(t), 0, 1).astype(p.storage) for t in z)
+    x_SxBxD = jnp.swapaxes(x_BxSxD, 0, 1).astype(p.storage)
     z_SxBxD = _recursion(model, variables, z_SxBxD, x_SxBxD)
-    return tuple(jnp.swapaxes(t, 0, 1) for t in z_SxBxD)
+    return tuple(jnp.swapaxes(t, 0, 1).astype(dt) for t in z_SxBxD)
 
 
 def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> Latents:
@@ -199,6 +226,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
     cfg = model.cfg
     rope = _apply(model, variables, TRMModel.rope)
     unroll = cfg.scan_unroll
+    rnd = model_precision(cfg).round  # a bf16 add in the reference
 
     def L(h, inj):
         return _apply(model, variables, TRMModel.L_net, h, inj, rope, True)
@@ -227,7 +255,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
             def apply(zs, is_latent):
                 zH, zL = zs
                 h = jnp.where(is_latent, zL, zH)
-                out = net(h, jnp.where(is_latent, zH + x_SxBxD, zL))
+                out = net(h, jnp.where(is_latent, rnd(zH + x_SxBxD), zL))
                 return jnp.where(is_latent, zH, out), jnp.where(is_latent, out, zL)
 
             return apply
@@ -241,7 +269,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
 
         def cycle(zs, net):
             (zL,) = zs
-            zL = _scan(lambda zl: net(zl + x_SxBxD, None), zL, cfg.L_cycles, unroll)
+            zL = _scan(lambda zl: net(rnd(zl + x_SxBxD), None), zL, cfg.L_cycles, unroll)
             return (net(zL, None),)
 
     elif cfg.arch == "trm_hier6":
@@ -249,7 +277,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
         def latent_sum(zLs):
             total = zLs[0]
             for t in zLs[1:]:
-                total = total + t
+                total = rnd(total + t)
             return total
 
         def cycle(zs, net):
@@ -257,7 +285,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
             # L step l overwrites latent l only; it reads the sum of all current latents.
             # Indexed by l, so unrolled in Python (at most num_latents = 6 steps).
             for l in range(cfg.L_cycles):
-                zLs[l] = net(latent_sum(zLs), zH + x_SxBxD)
+                zLs[l] = net(latent_sum(zLs), rnd(zH + x_SxBxD))
             return (net(zH, latent_sum(zLs)), *zLs)
 
     elif cfg.arch == "hrm":
@@ -265,7 +293,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
         def hrm_cycle(zs, last: bool):
             zH, zL = zs
             zL = _scan(
-                lambda zl: L(zl, zH + x_SxBxD), zL, cfg.L_cycles - (1 if last else 0), unroll
+                lambda zl: L(zl, rnd(zH + x_SxBxD)), zL, cfg.L_cycles - (1 if last else 0), unroll
             )
             if last:
                 return zH, zL
@@ -274,7 +302,7 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
         # Everything but the final L update and final H update runs without gradient.
         zs = _scan(lambda zs: hrm_cycle(zs, False), z, cfg.H_cycles - 1, unroll)
         zH, zL = jax.lax.stop_gradient(hrm_cycle(zs, True))
-        zL = L_graded(zL, zH + x_SxBxD)
+        zL = L_graded(zL, rnd(zH + x_SxBxD))
         zH = H_graded(zH, zL)
         return (zH, zL)
 
