@@ -32,6 +32,7 @@ from trm_jax.data.dataset import DatasetError
 from trm_jax.model.trm import TRMModel
 from trm_jax.progress import Progress
 from trm_jax.steps import LOSS_KEYS, Steps, TrainState, build_steps, make_setup
+from trm_jax.tasks import sudoku
 
 
 class TrainingStopped(RuntimeError):
@@ -45,6 +46,7 @@ class RunResult:
     checkpoint_dir: str
     seconds: float
     state: TrainState | None = None
+    by_difficulty: dict | None = None  # Sudoku: the last evaluation's accuracy by difficulty
 
 
 def _agree(value):
@@ -189,12 +191,19 @@ def _restore(manager, workdir, steps: Steps, mcfg, run_meta, tcfg, verbose):
     return state, data_state, latest
 
 
-def run_eval(steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=None) -> dict:
+def run_eval(
+    steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=None, by_difficulty=None
+) -> dict:
     """The reference's evaluation (every example of the eval split, all halt_max_steps steps,
     the last step scored) through :func:`trm_jax.evaluate.score`; for an ARC test split
-    (``arc = evaluate.arc_references(...)``) also the voted pass@K, the headline."""
+    (``arc = evaluate.arc_references(...)``) also the voted pass@K, the headline. For a Sudoku
+    split a dict ``by_difficulty`` receives :func:`trm_jax.tasks.sudoku.split_breakdown`."""
     params = state.ema_params if use_ema else state.params
     voter = ArcVoter(arc[0]) if arc else None
+    split = config.data.eval_split
+    keep = by_difficulty is not None and sudoku.is_sudoku_split(
+        pipeline.load_metadata(config.data.path, split)
+    )
     result = ev.score(
         lambda batch: steps.evaluate(params, state.constants, state.puzzle_table, batch),
         config.data.path,
@@ -203,8 +212,12 @@ def run_eval(steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=N
         mesh=mesh,
         max_examples=int(config.data.eval_max_examples or 0),
         voter=voter,
+        keep_predictions=keep,
     )
     metrics = dict(result.metrics)
+    if keep:
+        by_difficulty.clear()
+        by_difficulty.update(sudoku.split_breakdown(config.data.path, split, result.predictions))
     if arc:
         metrics.update(ev.arc_score([voter], arc[1])[0])
     return metrics
@@ -343,7 +356,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
         best["headline"] = metrics.get(headline, 0.0)  # what keep_best ranks by
         ckpt.save(manager, step, state, data.get_state(), run_meta, best)
 
-    last_good, eval_metrics, acc = latest, {}, {}
+    last_good, eval_metrics, acc, by_difficulty = latest, {}, {}, {}
     t_log, step_log = time.time(), step
     while step < end:
         if _over_budget(budget, clock() - t_start, step, tcfg.log_every) and step > (latest or 0):
@@ -351,7 +364,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             if main_host:
                 print(f"Time budget of {budget:.0f} s reached at step {step}.", flush=True)
             if not eval_metrics or last_good != step:
-                eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc)
+                eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc, by_difficulty)
                 report_and_save(step, eval_metrics, state)
             break
         state, metrics = steps.train(state, shd.global_batch(next(data), mesh))
@@ -386,7 +399,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             acc, t_log, step_log = {}, time.time(), step
         if is_eval:
             t_eval = clock()
-            eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc)
+            eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc, by_difficulty)
             if decay and decay.calibrated and step < end:
                 # Re-fit before saving, so the checkpoint holds the new horizon.
                 end = decay.after_eval(step, clock() - t_eval, clock())
@@ -397,13 +410,18 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             ckpt.save(manager, step, state, data.get_state(), run_meta)
             last_good = step
     progress.close()
+    if main_host and by_difficulty:
+        print(sudoku.format_breakdown(by_difficulty), flush=True)
     if manager.latest_step() != step:
         ckpt.save(manager, step, state, data.get_state(), run_meta)
     manager.wait_until_finished()
     manager.close()
     if writer:
         writer.close()
-    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), clock() - t_start, state)
+    seconds = clock() - t_start
+    return RunResult(
+        step, eval_metrics, ckpt.checkpoint_dir(workdir), seconds, state, by_difficulty or None
+    )
 
 
 if __name__ == "__main__":
