@@ -279,6 +279,14 @@ def _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer) -> None:
         writer.add_scalar("num_params", n_params, 0)
 
 
+def train_progress(total_steps, step, budget, enabled, clock, t_start) -> Progress:
+    """The training bar: its ETA and total come from the time budget when one is set."""
+    return Progress(
+        "train", total_steps, unit="steps", start=step, enabled=enabled, every=0.0, bar=True,
+        budget_s=budget or None, clock=clock, t0=t_start,
+    )  # fmt: skip
+
+
 # ---- the run -------------------------------------------------------------------------------
 
 
@@ -329,10 +337,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
     writer = _writer(workdir)
     step = int(state.batches)  # loop position in batches (pseudocode ACT: updates differ)
     budget = float(tcfg.time_budget_s or 0.0)
-    progress = Progress(
-        "train", total_steps, unit="steps", start=step, enabled=main_host, every=0.0, bar=True,
-        budget_s=budget or None, clock=clock, t0=t_start,
-    )  # fmt: skip
+    progress = train_progress(total_steps, step, budget, main_host, clock, t_start)
     if main_host and step == 0:
         _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer)
     end, decay = total_steps, None
