@@ -319,15 +319,15 @@ def test_difficulty_breakdown_by_hand():
     }
     assert [r["bucket"] for r in b["givens"]] == ["22-27", "28-33", "34-39", "40-45", "other"]
     search = {r["bucket"]: (r["examples"], r["exact"]) for r in b["search"]}
-    assert search == {"rating 0": (4, 2), "rating > 0": (2, 2)}
+    assert search == {"rating 0 (singles)": (4, 2), "rating > 0 (search)": (2, 2)}
     assert (b["examples"], b["exact_accuracy"]) == (6, 4 / 6)
     text = sudoku.format_breakdown(b)
     assert "givens 22-27" in text and "0.5000  (1/2)" in text and "givens 34-39" in text
-    assert "needs search rating > 0" in text and "(2/2)" in text
+    assert "rating > 0 (search)" in text and "(2/2)" in text
     # Without ratings there is no search row; no "other" bucket when every puzzle fits one.
     b = sudoku.difficulty_breakdown(inputs[:5], labels[:5], preds[:5])
     assert b["search"] is None and [r["bucket"] for r in b["givens"]][-1] == "40-45"
-    assert "needs search" not in sudoku.format_breakdown(b)
+    assert "rating" not in sudoku.format_breakdown(b)
     # Ignored label cells (id 0) do not count against a row.
     labels2, preds2 = labels.copy(), preds.copy()
     labels2[1, 80] = 0

@@ -158,6 +158,7 @@ SUDOKU = Sudoku()
 # Givens-count buckets (inclusive): classic hard lists sit below 28, newspaper puzzles in 22-36.
 GIVENS_BUCKETS = ((22, 27), (28, 33), (34, 39), (40, 45))
 RATING_ARRAY = "rating"  # the dataset's per-example rating (data_gen.sudoku writes it)
+SEARCH_BUCKETS = ("rating 0 (singles)", "rating > 0 (search)")
 
 
 def givens_bucket(givens: int) -> str:
@@ -183,9 +184,9 @@ def difficulty_breakdown(
     exact when every label cell other than ``ignore_label_id`` is predicted. ``ratings`` [N]:
     the generator's rating (guesses of data_gen.sudoku's solver; 0 = singles solve it), or None
     when the dataset does not record it. Returns ``{"examples", "exact_accuracy", "givens":
-    [row per bucket], "search": [rating 0 row, rating > 0 row] or None}``, each row ``{"bucket",
-    "examples", "exact", "exact_accuracy"}`` (None without examples); the four givens buckets are
-    always listed, "other" only when some puzzle falls outside them.
+    [row per bucket], "search": [rows of SEARCH_BUCKETS: rating 0, rating > 0] or None}``, each
+    row ``{"bucket", "examples", "exact", "exact_accuracy"}`` (None without examples); the four
+    givens buckets are always listed, "other" only when some puzzle falls outside them.
     """
     x = np.asarray(inputs).reshape(-1, 81)
     y = np.asarray(labels).reshape(-1, 81)
@@ -204,7 +205,7 @@ def difficulty_breakdown(
         r = np.asarray(ratings).reshape(-1)
         if r.shape[0] != x.shape[0]:
             raise ValueError(f"{r.shape[0]} ratings for {x.shape[0]} puzzles")
-        search = [_row("rating 0", exact[r == 0]), _row("rating > 0", exact[r > 0])]
+        search = [_row(SEARCH_BUCKETS[0], exact[r == 0]), _row(SEARCH_BUCKETS[1], exact[r > 0])]
     out = _row("all", exact)
     return {
         "examples": out["examples"],
@@ -245,12 +246,12 @@ def split_breakdown(data_dir: str, split: str, predictions: dict) -> dict | None
 def format_breakdown(b: dict) -> str:
     """The breakdown as a few aligned lines (buckets without puzzles show "-")."""
     lines = [f"Exact accuracy by difficulty ({b['examples']} puzzles):"]
-    groups = [("givens", b["givens"])]
+    groups = [("givens ", b["givens"])]
     if b.get("search"):
-        groups.append(("needs search", b["search"]))
+        groups.append(("", b["search"]))
     for what, rows in groups:
         for r in rows:
             acc = "-" if r["exact_accuracy"] is None else f"{r['exact_accuracy']:.4f}"
-            label = f"{what} {r['bucket']}"
+            label = f"{what}{r['bucket']}"
             lines.append(f"  {label:<24} {acc:>7}  ({r['exact']}/{r['examples']})")
     return "\n".join(lines)
