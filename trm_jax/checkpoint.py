@@ -144,10 +144,16 @@ def check_compatible(meta: dict, model_cfg, source: str) -> None:
     ours = model_signature(model_cfg)
     # Settings that change neither shapes nor results of a restored state may differ.
     free = {"remat", "scan_unroll", "halt_exploration_prob"}
+    # A field added after the checkpoint was written: the checkpoint had its default.
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(model_cfg)
+        if f.default is not dataclasses.MISSING
+    }
     diffs = sorted(
-        f"{k}: checkpoint {saved.get(k)!r} vs config {ours.get(k)!r}"
+        f"{k}: checkpoint {saved.get(k, defaults.get(k))!r} vs config {ours.get(k)!r}"
         for k in ours
-        if k not in free and saved.get(k) != ours.get(k)
+        if k not in free and saved.get(k, defaults.get(k)) != ours.get(k)
     )
     if diffs:
         raise CheckpointError(
