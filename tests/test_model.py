@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from trm_jax import checkpoint
 from trm_jax.act import act_forward, act_step, initial_carry, reset_carry, step_loss
 from trm_jax.model.config import ModelConfig
 from trm_jax.model.trm import TRMModel, init_variables, inner_forward
@@ -332,3 +333,13 @@ def test_hier6_latent_mean_option_reads_the_mean_of_the_latents():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
     with pytest.raises(ValueError, match="latent_sum"):
         ModelConfig(vocab_size=3, seq_len=4, arch="trm_hier6", latent_sum="max")
+
+
+def test_checkpoints_from_before_a_model_field_existed_stay_loadable():
+    cfg = ModelConfig(**{**TINY, "arch": "trm_hier6", "L_cycles": 2})
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "latent_sum"}
+    checkpoint.check_compatible({"model": old}, cfg, "old")  # had the default, "sum"
+    with pytest.raises(checkpoint.CheckpointError, match="latent_sum: checkpoint 'sum'"):
+        checkpoint.check_compatible(
+            {"model": old}, dataclasses.replace(cfg, latent_sum="mean"), "old"
+        )
