@@ -223,8 +223,8 @@ def test_sudoku_results_break_exact_accuracy_down_by_difficulty(tiny, both, caps
         assert rows == {"22-27": 0, "28-33": 0, "34-39": 0, "40-45": 24}  # a 45-givens set
         search = {r["bucket"]: r["examples"] for r in b["search"]}
         assert search == {
-            "rating 0": int((ratings == 0).sum()),
-            "rating > 0": int((ratings > 0).sum()),
+            "rating 0 (singles)": int((ratings == 0).sum()),
+            "rating > 0 (search)": int((ratings > 0).sum()),
         }
     # The training run's final evaluation carries (and prints) the same table.
     trained = tiny["result"].by_difficulty
