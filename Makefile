@@ -12,7 +12,8 @@ help:
 	@echo "make test-slow  the slow tests (benchmarks, long training checks)"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make train-cpu  generate Sudoku puzzles and run the CPU main job (~15 min on 2 cores)"
-	@echo "               harder data: make train-cpu SUDOKU_GIVENS=34 SUDOKU_DATA=data/sudoku-34 SUDOKU_RUN=runs/sudoku-34"
+	@echo "               on a mixture of 25-45 givens per puzzle (SUDOKU_MIX=LO-HI for another);"
+	@echo "               one givens count instead: make train-cpu SUDOKU_GIVENS=34 (data/sudoku-34, runs/sudoku-34)"
 
 setup: $(STAMP)
 
@@ -36,9 +37,13 @@ test: setup lint
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow
 
-SUDOKU_GIVENS ?= 45
-SUDOKU_DATA   ?= data/sudoku-cpu
-SUDOKU_RUN    ?= runs/sudoku-cpu
+# The training and held-out puzzles: each puzzle's givens drawn uniformly from SUDOKU_MIX
+# (data_gen.sudoku build --givens-mix), or all with SUDOKU_GIVENS givens when that is set.
+SUDOKU_MIX    ?= 25-45
+SUDOKU_GIVENS ?=
+SUDOKU_KIND   := $(if $(SUDOKU_GIVENS),$(SUDOKU_GIVENS),mix$(SUDOKU_MIX))
+SUDOKU_DATA   ?= data/sudoku-$(SUDOKU_KIND)
+SUDOKU_RUN    ?= $(if $(SUDOKU_GIVENS),runs/sudoku-$(SUDOKU_GIVENS),runs/sudoku-cpu)
 # The main job's 15 minutes include setting up and generating the puzzles: the seconds those
 # took since make started come off the 13-minute training budget (at least 5 minutes remain).
 TRAIN_BUDGET_S ?= 780
@@ -46,7 +51,7 @@ MAKE_START     := $(shell date +%s)
 
 $(SUDOKU_DATA)/train/dataset.json: | setup
 	$(PY) -m data_gen.sudoku build --out $(SUDOKU_DATA) --num-train 1000 --num-test 500 \
-		--givens $(SUDOKU_GIVENS) --seed 0
+		$(if $(SUDOKU_GIVENS),--givens $(SUDOKU_GIVENS),--givens-mix $(SUDOKU_MIX)) --seed 0
 
 train-cpu: setup $(SUDOKU_DATA)/train/dataset.json
 	@budget=$$(( $(TRAIN_BUDGET_S) - ($$(date +%s) - $(MAKE_START)) )); \

@@ -30,13 +30,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from data_gen import common
 from data_gen.common import CliParser, InputError
 from trm_jax.tasks import SUDOKU
+from trm_jax.tasks import sudoku as sudoku_task
 
 GENERATOR_VERSION = "trm_jax.data_gen.sudoku/1"
 ALL = 0x1FF  # all nine candidates
@@ -325,13 +326,24 @@ def make_unique_puzzle(
 @dataclass(frozen=True)
 class GenSpec:
     """Filters for `generate_one`: stop removing at `min_givens`, reject puzzles with more than
-    `max_givens` givens or a rating outside [min_rating, max_rating]."""
+    `max_givens` givens or a rating outside [min_rating, max_rating]. With `givens_mix` (LO, HI)
+    puzzle i instead gets its own givens count `mix_givens(seed, i, LO, HI)` as both bounds."""
 
     min_givens: int = 0
     max_givens: int = 81
     min_rating: int = 0
     max_rating: int | None = None
     max_attempts: int = 20_000
+    givens_mix: tuple[int, int] | None = None
+
+
+MIX_STREAM = "random.Random(f'mix:{seed}:{index}').randint(lo, hi)"
+
+
+def mix_givens(seed: int, index: int, lo: int, hi: int) -> int:
+    """The givens count of puzzle `index` in a --givens-mix LO-HI build: uniform on [lo, hi]
+    from a stream of (seed, index) only (`MIX_STREAM`), so it does not depend on the workers."""
+    return random.Random(f"mix:{seed}:{index}").randint(lo, hi)
 
 
 def puzzle_rng(seed: int, index: int) -> random.Random:
@@ -344,6 +356,9 @@ def generate_one(seed: int, index: int, spec: GenSpec) -> tuple[str, str, int, i
     """Puzzle number `index` for `seed`: (puzzle, solution, rating, givens, attempts), the puzzle
     and solution as 81-character strings ('.' for blanks). Raises RuntimeError when
     `spec.max_attempts` candidates all fail the filters."""
+    if spec.givens_mix is not None:
+        g = mix_givens(seed, index, *spec.givens_mix)
+        spec = replace(spec, min_givens=g, max_givens=g, givens_mix=None)
     rng = puzzle_rng(seed, index)
     for attempt in range(1, spec.max_attempts + 1):
         solution = random_solution(rng)
@@ -450,6 +465,11 @@ def shuffle_digits(
 # Datasets
 
 
+# The extra array (``all__rating.npy``, int32 [N_examples]) holding each example's rating, written
+# when every rating of the split is known (trm_jax.tasks.sudoku.split_breakdown reads it).
+RATING_ARRAY = sudoku_task.RATING_ARRAY
+
+
 @dataclass
 class Records:
     """Puzzles and solutions as 81-character strings, with their ratings (None when unknown)."""
@@ -513,6 +533,10 @@ def write_dataset(
         }
         if known:
             meta[rating_name] = _histogram(known)
+        extra = None
+        if recs.ratings and len(known) == len(recs.ratings):
+            # One rating per stored example (a group's shuffled copies share the original's).
+            extra = {RATING_ARRAY: np.repeat(np.asarray(known, dtype=np.int32), per_group)}
         meta["givens_histogram"] = {
             str(k): v
             for k, v in sorted(
@@ -535,6 +559,7 @@ def write_dataset(
             pad_id=0,
             ignore_label_id=0,
             blank_identifier_id=0,
+            extra_arrays=extra,
             extra_metadata=meta,
         )
     dataset.write_identifiers(out, ["<blank>"])
@@ -736,7 +761,24 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return status
 
 
+def _givens_mix(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise InputError(f"--givens-mix takes LO-HI like 25-45, got {text!r}") from None
+    if not 17 <= lo <= hi <= 81:
+        raise InputError(f"expected --givens-mix LO-HI with 17 <= LO <= HI <= 81, got {text!r}")
+    return lo, hi
+
+
 def _givens_range(args: argparse.Namespace) -> tuple[int, int]:
+    mix = _givens_mix(args.givens_mix)
+    if mix is not None:
+        if args.givens is not None or args.min_givens is not None or args.max_givens is not None:
+            raise InputError("give either --givens-mix or --givens/--min-givens/--max-givens")
+        return mix
     if args.givens is not None:
         if args.min_givens is not None or args.max_givens is not None:
             raise InputError("give either --givens or --min-givens/--max-givens, not both")
@@ -772,7 +814,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         raise InputError("expected 0 <= --min-rating <= --max-rating")
     if args.workers < 1 or args.materialize < 0 or args.max_attempts < 1:
         raise InputError("expected --workers >= 1, --materialize >= 0 and --max-attempts >= 1")
-    spec = GenSpec(lo, hi, args.min_rating, args.max_rating, args.max_attempts)
+    mix = _givens_mix(args.givens_mix)
+    spec = GenSpec(lo, hi, args.min_rating, args.max_rating, args.max_attempts, mix)
     total = args.num_train + args.num_test
     t0 = time.perf_counter()
     recs, used = generate_many(args.seed, total, spec, args.workers, quiet=args.quiet)
@@ -803,6 +846,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             "attempts": attempts,
         },
     }
+    if mix is not None:
+        metadata["givens_mix"] = {"lo": mix[0], "hi": mix[1], "per_puzzle": MIX_STREAM}
     write_dataset(
         args.out, train, test, materialize=args.materialize, seed=args.seed, metadata=metadata
     )
@@ -880,6 +925,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--givens", type=int, default=None, help="remove clues only down to G givens")
     b.add_argument("--min-givens", type=int, default=None, help="stop removing clues at this")
     b.add_argument("--max-givens", type=int, default=None, help="drop puzzles with more givens")
+    b.add_argument(
+        "--givens-mix",
+        default=None,
+        metavar="LO-HI",
+        help="mixed difficulty: each puzzle gets G givens, G uniform on [LO, HI] per puzzle",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     b.add_argument("--materialize", type=int, default=0, help="N shuffled copies per original")

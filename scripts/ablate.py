@@ -1,7 +1,7 @@
 """Train TRM and its variants on the same Sudoku data with the same budget; table and chart.
 
     .venv/bin/python scripts/ablate.py [--variants trm-mlp,hrm,...] [--out runs/ablation]
-        [--data data/sudoku-cpu] [--budget-steps N | --budget-minutes M]
+        [--data data/sudoku-cpu] [--budget-steps N | --budget-minutes M | --budget-s S]
         [--hidden 64] [--heads H] [--cycles 3,6] [--batch 32] [--halt-max-steps 16]
         [--lr 3e-3] [--warmup-steps W] [--ema] [--eval-examples 200] [--dry-run] [--estimate]
 
@@ -22,7 +22,11 @@ The dataset is built with ``data_gen.sudoku build`` when ``--data`` does not exi
 trains on it from the same seed with the same budget, counted in optimizer updates (= supervision
 steps): ``--budget-steps N`` gives each N updates (the pseudocode variant takes N / halt_max_steps
 batches of up to halt_max_steps updates each); ``--budget-minutes M`` first times a few steps of
-each variant and gives it as many as fit in M minutes (compilation and evaluation not counted).
+each variant and gives it as many as fit in M minutes (compilation and evaluation not counted);
+``--budget-s S`` instead gives each variant S seconds of wall clock (compilation included), with
+the main job's schedule fitted to it: ``train.time_budget_s = S``, ``train.lr_decay_end =
+"time_budget"`` (the cosine decay, to ``--lr-min-ratio`` x lr, default 0.1, ends where the budget
+does) and ``--warmup-steps`` (default 30) warm-up steps.
 Each is then scored on the same held-out puzzles (the first ``--eval-examples`` of the test split,
 default 200, 0: all) with fixed halting (all halt_max_steps steps, the reference's metric) and
 adaptive halting (first step where the variant's training halting rule fires: q_halt > 0, or
@@ -30,7 +34,8 @@ q_halt > q_continue for HRM and the transformer; giving the mean number of ACT s
 
 Written to ``--out``: ``<variant>/run`` (the trm_jax.train work dir), ``<variant>/plan.json``
 (the budget it got), ``<variant>/result.json``; ``ablation.md`` (the table), ``ablation.json`` and
-``ablation.png`` (exact and token accuracy). A variant with a result for the same settings is
+``ablation.png`` (exact and token accuracy; the table ranks the variants by exact accuracy, then
+token accuracy). A variant with a result for the same settings is
 skipped, an interrupted one resumes from its latest checkpoint; results for other settings in the
 same ``--out`` stop the run (use another ``--out``). ``--dry-run`` prints the plan (parameters,
 effective depth, budget) without training; ``--estimate`` also times a few training steps and one
@@ -162,7 +167,14 @@ def variant_config(args, name: str):
 
 
 def budget_updates(args) -> int | None:
-    return args.budget_steps if args.budget_minutes is None else None
+    timed = args.budget_minutes is not None or args.budget_s is not None
+    return None if timed else args.budget_steps
+
+
+# --budget-s: the step cap (the clock stops the run first: a CPU variant does hundreds of steps in
+# 5 minutes; the cap keeps the sampler's one iteration of epochs small) and the default warm-up.
+BUDGET_S_MAX_STEPS = 20_000
+BUDGET_S_WARMUP = 30
 
 
 def batches_for_steps(c, updates: int) -> int:
@@ -186,6 +198,12 @@ def finalize(c, batches: int, meta, args):
     # The schedule counts batches (trm_jax.steps.Setup): warm up over the first 10% of them.
     warmup = args.warmup_steps
     c.train.lr_warmup_steps = round(0.1 * batches) if warmup is None else warmup
+    if getattr(args, "budget_s", None) is not None:
+        # The main job's schedule: the decay ends where this variant's clock budget does.
+        c.train.time_budget_s = float(args.budget_s)
+        c.train.lr_decay_end = "time_budget"
+        c.train.lr_min_ratio = args.lr_min_ratio
+        c.train.lr_warmup_steps = BUDGET_S_WARMUP if warmup is None else warmup
     c.train.log_every = max(1, min(50, batches // 10))
     # trm_jax.train evaluates once at the end; keep that to one batch (scored below instead).
     c.data.eval_global_batch_size = c.data.global_batch_size
@@ -244,11 +262,12 @@ def plan(args, meta=None) -> list[dict]:
 
 def settings_key(c, args) -> dict:
     """What a cached result must match to be reused."""
-    budget = (
-        {"minutes": args.budget_minutes}
-        if args.budget_minutes is not None
-        else {"steps": args.budget_steps}
-    )
+    if args.budget_s is not None:
+        budget = {"seconds": args.budget_s, "lr_min_ratio": args.lr_min_ratio}
+    elif args.budget_minutes is not None:
+        budget = {"minutes": args.budget_minutes}
+    else:
+        budget = {"steps": args.budget_steps}
     return {
         "config": json.loads(config_lib.to_json(c)),
         "budget": budget,
@@ -430,7 +449,9 @@ def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> d
     if planned is not None:
         batches = int(planned["batches"])
     else:
-        if args.budget_minutes is not None:
+        if args.budget_s is not None:
+            timing, batches = None, BUDGET_S_MAX_STEPS  # the clock stops the run
+        elif args.budget_minutes is not None:
             print(f"{tag}: timing {TIMED_STEPS} training steps for the budget ...", flush=True)
             timing = time_variant(finalize(c.copy_and_resolve_references(), 1000, meta, args), meta)
             batches = max(1, int(args.budget_minutes * 60 / timing["step"]))
@@ -447,6 +468,8 @@ def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> d
     mcfg = entry["model"]
     per = updates_per_batch(c)
     what = f"{batches} steps" if per == 1 else f"{batches} batch(es) x <= {per} updates"
+    if args.budget_s is not None:
+        what = f"{args.budget_s:g} s of training (lr decay fitted to it)"
     print(
         f"{tag}: {mcfg.arch}, {entry['params']:,} parameters, depth {entry['depth']} per "
         f"supervision step, {what}; work dir {vdir / 'run'}",
@@ -456,6 +479,8 @@ def run_variant(entry: dict, args, meta, meta_test, index: int, total: int) -> d
     try:
         res = train.run(c, str(vdir / "run"), verbose=not args.quiet)
         updates, seconds = int(res.state.step), res.seconds
+        if args.budget_s is not None:
+            batches = int(res.state.batches)  # what the clock allowed
     except train.TrainingStopped as e:
         error, updates, seconds = str(e), None, None
         print(f"{tag}: {e}", flush=True)
@@ -512,13 +537,24 @@ def _pct(m: dict | None, k: str) -> str:
     return "-" if not m else f"{100 * m[k]:.1f}%"
 
 
+def ranked(records: list[dict]) -> list[dict]:
+    """The records by exact accuracy (fixed halting), then token accuracy; failed ones last."""
+
+    def key(r):
+        f = r.get("fixed") or {}
+        return (-f.get("exact_accuracy", -1.0), -f.get("accuracy", -1.0))
+
+    return sorted(records, key=key)
+
+
 def markdown_table(records: list[dict], halt_max_steps: int) -> str:
+    """One row per variant, ranked by exact accuracy (then token accuracy)."""
     head = (
         "| variant | arch | parameters | depth / sup. step | steps | wall time | exact acc. "
         "| token acc. | mean ACT steps (adaptive) | exact acc. (adaptive) |"
     )
     lines = [head, "|" + "---|" * 10]
-    for r in records:
+    for r in ranked(records):
         steps = "failed" if r.get("error") else str(r["updates"])
         if r.get("updates") is not None and r["updates"] != r["batches"]:
             steps += f" ({r['batches']} batch(es))"
@@ -558,12 +594,21 @@ def bar_chart(records: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _budget_text(args, short: bool = False) -> str:
+    if args.budget_s is not None:
+        if short:
+            return f"{args.budget_s:g} s"
+        return (
+            f"{args.budget_s:g} s of wall clock (compilation included; lr decay to "
+            f"{args.lr_min_ratio:g} x lr fitted to it)"
+        )
+    if args.budget_minutes is not None:
+        return f"{args.budget_minutes:g} min" + ("" if short else " of training steps")
+    return f"{args.budget_steps} " + ("updates" if short else "optimizer updates")
+
+
 def describe(args, meta, meta_test) -> str:
-    budget = (
-        f"{args.budget_minutes:g} min of training steps"
-        if args.budget_minutes is not None
-        else f"{args.budget_steps} optimizer updates"
-    )
+    budget = _budget_text(args)
     h, l = parse_cycles(args.cycles)
     n_eval = min(args.eval_examples or meta_test.num_examples, meta_test.num_examples)
     return (
@@ -576,11 +621,7 @@ def describe(args, meta, meta_test) -> str:
 
 
 def short_title(args, meta_test) -> str:
-    budget = (
-        f"{args.budget_minutes:g} min"
-        if args.budget_minutes is not None
-        else f"{args.budget_steps} updates"
-    )
+    budget = _budget_text(args, short=True)
     n_eval = min(args.eval_examples or meta_test.num_examples, meta_test.num_examples)
     return (
         f"Sudoku, {n_eval} held-out puzzles: hidden {args.hidden}, T,n {args.cycles}, "
@@ -595,6 +636,7 @@ def write_report(records: list[dict], args, meta, meta_test) -> str:
     text = (
         "# TRM ablation\n\n"
         f"{about}\n\n"
+        "Ranked by exact accuracy, then token accuracy. "
         "Exact and token accuracy: fixed halting (all ACT steps, the reference's metric). "
         "Mean ACT steps and the last column: adaptive halting (first step where the variant's "
         "training halting rule fires: q_halt > 0, or q_halt > q_continue for HRM and the "
@@ -635,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = p.add_mutually_exclusive_group()
     b.add_argument("--budget-steps", type=int, default=300, help="optimizer updates per variant")
     b.add_argument("--budget-minutes", type=float, default=None, help="training minutes each")
+    b.add_argument(
+        "--budget-s", type=float, default=None, help="wall-clock seconds each, lr decay fitted"
+    )
     s = p.add_argument_group("model and training (common to all variants)")
     s.add_argument("--hidden", type=int, default=64)
     s.add_argument("--heads", type=int, default=0, help="attention heads (0: max(2, hidden // 64))")
@@ -642,7 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32, help="global training batch")
     s.add_argument("--halt-max-steps", type=int, default=16, help="N_sup")
     s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of the batches")
+    s.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="default: 10%% of the batches (--budget-s: 30)",
+    )
+    s.add_argument(
+        "--lr-min-ratio", type=float, default=0.1, help="--budget-s: the decay's end, x lr"
+    )
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False)
     s.add_argument("--dtype", choices=("bfloat16", "float32"), default=None)
     s.add_argument("--seed", type=int, default=0)
@@ -673,6 +726,10 @@ def check_args(args) -> None:
         raise AblationError("--budget-minutes must be > 0.")
     if args.budget_minutes is None and args.budget_steps < 1:
         raise AblationError("--budget-steps must be >= 1.")
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise AblationError("--budget-s must be > 0.")
+    if not 0 <= args.lr_min_ratio <= 1:
+        raise AblationError("--lr-min-ratio must be in [0, 1].")
     for flag in ("eval_examples", "eval_batch", "heads", "checkpoint_every"):
         if getattr(args, flag) < 0:
             raise AblationError(f"--{flag.replace('_', '-')} must be >= 0.")
@@ -688,7 +745,7 @@ def print_plan(entries: list[dict], args) -> None:
         c, m = e["config"], e["model"]
         layers = f"{m.L_layers}+{m.H_layers}" if m.arch == "hrm" else str(m.num_layers_total)
         if updates is None:
-            budget = f"{args.budget_minutes:g} min"
+            budget = _budget_text(args, short=True)
         else:
             n, per = batches_for_steps(c, updates), updates_per_batch(c)
             budget = f"{n} steps" if per == 1 else f"{n} batch(es) x <= {per} updates"
@@ -754,9 +811,10 @@ def estimate(entries: list[dict], args, meta, meta_test) -> int:
     )
     for e in entries:
         c = e["config"].copy_and_resolve_references()
-        if args.budget_minutes is not None:
+        if args.budget_minutes is not None or args.budget_s is not None:
             timing = time_variant(finalize(c, 1000, meta, args), meta, args.batch)
-            batches = max(1, int(args.budget_minutes * 60 / timing["step"]))
+            seconds = args.budget_s if args.budget_s is not None else args.budget_minutes * 60
+            batches = max(1, int(seconds / timing["step"]))
         else:
             batches = batches_for_steps(c, args.budget_steps)
             timing = time_variant(finalize(c, batches, meta, args), meta, args.batch)

@@ -122,3 +122,40 @@ def test_unknown_variant_is_one_line_and_status_2(ablate, capsys):
     assert ablate.main(["--variants", "trm-mlp,nope", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown variant(s) nope") and err.count("\n") == 1
+
+
+def test_table_ranks_by_exact_then_token_accuracy(ablate):
+    def rec(name, exact, token, error=None):
+        fixed = None if error else {"exact_accuracy": exact, "accuracy": token}
+        adaptive = None if error else {"exact_accuracy": exact, "steps": 16.0}
+        return {
+            "variant": name, "arch": "trm", "params": 1, "effective_depth": 1, "batches": 5,
+            "updates": None if error else 5, "train_seconds": 60.0, "fixed": fixed,
+            "adaptive": adaptive, "error": error,
+        }  # fmt: skip
+
+    records = [
+        rec("a", 0.10, 0.90),
+        rec("b", 0.50, 0.70),
+        rec("broken", 0, 0, error="nan"),
+        rec("c", 0.50, 0.80),
+    ]
+    table = ablate.markdown_table(records, 16)
+    order = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert order == ["c", "b", "a", "broken"]
+    assert list(_rows(table)["c"][6:8]) == ["50.0%", "80.0%"]  # exact, then token accuracy
+
+
+def test_budget_s_fits_the_decay_to_each_variants_clock(ablate):
+    args = ablate.build_parser().parse_args(["--budget-s", "300"] + TINY[:-6])
+    ablate.check_args(args)
+    c = ablate.finalize(ablate.variant_config(args, "trm-mlp"), 20_000, ablate._Shapes(), args)
+    assert (c.train.time_budget_s, c.train.lr_decay_end) == (300.0, "time_budget")
+    assert (c.train.lr_min_ratio, c.train.lr_warmup_steps) == (0.1, 30)
+    assert ablate.settings_key(c, args)["budget"] == {"seconds": 300.0, "lr_min_ratio": 0.1}
+    config_lib.train_config(c)  # a valid training config
+    steps = ablate.build_parser().parse_args(["--budget-steps", "300"] + TINY[:-6])
+    c = ablate.finalize(ablate.variant_config(steps, "trm-mlp"), 300, ablate._Shapes(), steps)
+    assert (c.train.lr_decay_end, c.train.max_steps, c.train.lr_warmup_steps) == ("steps", 300, 30)
+    with pytest.raises(SystemExit):  # one budget at a time
+        ablate.build_parser().parse_args(["--budget-s", "30", "--budget-steps", "3"])

@@ -559,3 +559,53 @@ def test_bench_reports_rates():
     assert result["generation"][0]["fraction"] == 1.0
     assert any(s["rating"] == "famous" for s in result["solving"])
     assert "puzzles/s" in S._bench_table(result)
+
+
+def test_givens_mix_is_per_puzzle_deterministic_and_independent_of_workers(tmp_path, capsys):
+    base = ["build", "--num-train", "6", "--num-test", "3", "--seed", "5", "--quiet"]
+    base += ["--givens-mix", "40-45"]
+    assert S.main(base + ["--out", str(tmp_path / "a"), "--workers", "1"]) == 0
+    assert S.main(base + ["--out", str(tmp_path / "b"), "--workers", "2"]) == 0
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    train, test = (
+        dataset.load_split(tmp_path / "a", "train"),
+        dataset.load_split(tmp_path / "a", "test"),
+    )
+    mix = train.metadata["givens_mix"]
+    assert (mix["lo"], mix["hi"]) == (40, 45) and train.metadata["filters"]["min_givens"] == 40
+    q = _decode(train)[0] + _decode(test)[0]
+    used = train.metadata["counts"]["indices_used"]
+    # Without duplicates puzzle i has exactly the givens its (seed, i) stream drew.
+    if used == 9:
+        assert [81 - p.count(".") for p in q] == [S.mix_givens(5, i, 40, 45) for i in range(9)]
+    assert all(40 <= 81 - p.count(".") <= 45 for p in q)
+    # The per-example rating array is the solver's rating of each stored puzzle.
+    for split, qs in ((train, q[:6]), (test, q[6:])):
+        assert split.extra[S.RATING_ARRAY].dtype == np.int32
+        assert split.extra[S.RATING_ARRAY].tolist() == [
+            S.solve(S.parse_puzzle(p)).rating for p in qs
+        ]
+    # The stream: uniform on [LO, HI], a function of (seed, index) only.
+    draws = [S.mix_givens(0, i, 25, 45) for i in range(2000)]
+    assert min(draws) == 25 and max(draws) == 45 and len(set(draws)) == 21
+    assert draws == [S.mix_givens(0, i, 25, 45) for i in range(2000)]
+    assert draws != [S.mix_givens(1, i, 25, 45) for i in range(2000)]
+
+
+def test_givens_mix_bad_input_exits_2(tmp_path):
+    for extra in (["--givens-mix", "45-25"], ["--givens-mix", "x"], ["--givens-mix", "10-30"],
+                  ["--givens-mix", "25-45", "--givens", "30"]):  # fmt: skip
+        r = _run_cli(["build", "--out", str(tmp_path / "never"), *extra])
+        assert r.returncode == 2, extra
+        assert len(r.stderr.strip().splitlines()) == 1 and "--givens" in r.stderr, r.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_materialized_copies_share_their_originals_rating(tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["build", "--out", str(out), "--num-train", "3", "--num-test", "1", "--seed", "1"]
+    assert S.main(args + ["--workers", "1", "--quiet", "--givens", "30", "--materialize", "2"]) == 0
+    train = dataset.load_split(out, "train")
+    r = train.extra[S.RATING_ARRAY].tolist()
+    q = _decode(train)[0]
+    assert len(r) == 9 and r == [S.solve(S.parse_puzzle(q[3 * (k // 3)])).rating for k in range(9)]

@@ -211,3 +211,23 @@ def test_arc_training_keeps_the_best_checkpoint_by_pass_at_2(
         real_save(manager, step, state, {}, {}, {"exact_accuracy": exact, "headline": pass2})
     assert sorted(manager.all_steps()) == [2, 3]  # the latest and the best
     manager.close()
+
+
+def test_sudoku_results_break_exact_accuracy_down_by_difficulty(tiny, both, capsys):
+    ratings = np.load(tiny["data"] / "test" / "all__rating.npy")
+    for mode in ("fixed", "adaptive"):
+        b = both[mode]["by_difficulty"]
+        assert b["examples"] == 24
+        assert b["exact_accuracy"] == pytest.approx(both[mode]["metrics"]["exact_accuracy"])
+        rows = {r["bucket"]: r["examples"] for r in b["givens"]}
+        assert rows == {"22-27": 0, "28-33": 0, "34-39": 0, "40-45": 24}  # a 45-givens set
+        search = {r["bucket"]: r["examples"] for r in b["search"]}
+        assert search == {
+            "rating 0 (singles)": int((ratings == 0).sum()),
+            "rating > 0 (search)": int((ratings > 0).sum()),
+        }
+    # The training run's final evaluation carries (and prints) the same table.
+    trained = tiny["result"].by_difficulty
+    assert trained == both["fixed"]["by_difficulty"]
+    assert evaluate.main(["--workdir", str(tiny["workdir"]), "--quiet"]) == 0
+    assert "fixed: Exact accuracy by difficulty (24 puzzles):" in capsys.readouterr().out

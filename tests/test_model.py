@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from trm_jax import checkpoint
 from trm_jax.act import act_forward, act_step, initial_carry, reset_carry, step_loss
 from trm_jax.model.config import ModelConfig
 from trm_jax.model.trm import TRMModel, init_variables, inner_forward
@@ -297,3 +298,48 @@ def test_config_rejects_bad_values():
         ModelConfig(vocab_size=3, seq_len=4, arch="trm_hier6", L_cycles=7)
     with pytest.raises(ValueError, match="pos_encodings"):
         ModelConfig(vocab_size=3, seq_len=4, arch="transformer", H_layers=2, pos_encodings="none")
+
+
+def test_hier6_latent_mean_option_reads_the_mean_of_the_latents():
+    """trm_hier6 with model.latent_sum = "mean", written out: L step l sets
+    z_Ll = net(S, z_H + x), the H step z_H = net(z_H, S), S the mean of the latents (the
+    reference's sum, the default, is covered by the golden files of tests/test_parity.py)."""
+    latent_sum = "mean"
+    cfg, model, variables, table, batch = _setup(
+        arch="trm_hier6", H_cycles=2, L_cycles=3, num_latents=4, latent_sum=latent_sum
+    )
+    rows = table[batch["puzzle_identifiers"]]
+    x = model.apply(variables, batch["inputs"], rows, method=TRMModel.embed)
+    z = [
+        t + 0.1 * jax.random.normal(jax.random.key(i), t.shape)
+        for i, t in enumerate(model.apply(variables, 4, method=TRMModel.initial_latents))
+    ]
+    got = inner_forward(model, variables, tuple(z), x)
+
+    rope = model.apply(variables, method=TRMModel.rope)
+
+    def net(h, inj):
+        return model.apply(variables, h, inj, rope, method=TRMModel.L_net)
+
+    def s(zl):
+        total = sum(zl[1:], jnp.zeros_like(zl[1]))
+        return total / 4 if latent_sum == "mean" else total
+
+    for _ in range(cfg.H_cycles):
+        for l in range(cfg.L_cycles):
+            z[1 + l] = net(s(z), z[0] + x)
+        z[0] = net(z[0], s(z))
+    for a, b in zip(got, z):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="latent_sum"):
+        ModelConfig(vocab_size=3, seq_len=4, arch="trm_hier6", latent_sum="max")
+
+
+def test_checkpoints_from_before_a_model_field_existed_stay_loadable():
+    cfg = ModelConfig(**{**TINY, "arch": "trm_hier6", "L_cycles": 2})
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "latent_sum"}
+    checkpoint.check_compatible({"model": old}, cfg, "old")  # had the default, "sum"
+    with pytest.raises(checkpoint.CheckpointError, match="latent_sum: checkpoint 'sum'"):
+        checkpoint.check_compatible(
+            {"model": old}, dataclasses.replace(cfg, latent_sum="mean"), "old"
+        )

@@ -6,7 +6,7 @@ import pytest
 
 from data_gen import maze as maze_gen
 from trm_jax import tasks
-from trm_jax.tasks import ARC, MAZE, SUDOKU, PuzzleError
+from trm_jax.tasks import ARC, MAZE, SUDOKU, PuzzleError, sudoku
 
 SOLUTION = "236145879587926413941378265853712946762594381419683752628459137374261598195837624"
 
@@ -277,3 +277,61 @@ def test_arc_check_compares_with_the_expected_grid():
 def test_arc_text():
     assert ARC.format(np.array([[1, 2], [3, 4]])) == ["1 2", "3 4"]
     assert ARC.format(np.zeros((0, 0), int)) == ["(empty grid)"]
+
+
+# ---- held-out accuracy by difficulty ------------------------------------------------------------
+
+
+def _grid_with_givens(n: int, solution: np.ndarray) -> np.ndarray:
+    """Tokens of a puzzle showing the first ``n`` cells of ``solution`` (digits 1..9)."""
+    tokens = solution.astype(np.int64) + 1
+    tokens[n:] = 1  # blank
+    return tokens
+
+
+def test_difficulty_breakdown_by_hand():
+    sol = (np.arange(81) % 9 + 1).astype(np.int64)  # any digits: only equality matters
+    label = sol + 1
+    # (givens, rating, solved?) of six puzzles, tabulated by hand below.
+    rows = [
+        (24, 3, True),
+        (27, 0, False),
+        (30, 1, True),
+        (45, 0, True),
+        (44, 0, False),
+        (50, 0, True),
+    ]
+    inputs = np.stack([_grid_with_givens(g, sol) for g, _, _ in rows])
+    labels = np.stack([label] * len(rows))
+    preds = labels.copy()
+    for k, (_, _, ok) in enumerate(rows):
+        if not ok:
+            preds[k, 80] = 2 if label[80] != 2 else 3  # one wrong cell: not exact
+    ratings = np.array([r for _, r, _ in rows])
+    b = sudoku.difficulty_breakdown(inputs, labels, preds, ratings)
+    got = {r["bucket"]: (r["examples"], r["exact"], r["exact_accuracy"]) for r in b["givens"]}
+    assert got == {
+        "22-27": (2, 1, 0.5),
+        "28-33": (1, 1, 1.0),
+        "34-39": (0, 0, None),
+        "40-45": (2, 1, 0.5),
+        "other": (1, 1, 1.0),
+    }
+    assert [r["bucket"] for r in b["givens"]] == ["22-27", "28-33", "34-39", "40-45", "other"]
+    search = {r["bucket"]: (r["examples"], r["exact"]) for r in b["search"]}
+    assert search == {"rating 0 (singles)": (4, 2), "rating > 0 (search)": (2, 2)}
+    assert (b["examples"], b["exact_accuracy"]) == (6, 4 / 6)
+    text = sudoku.format_breakdown(b)
+    assert "givens 22-27" in text and "0.5000  (1/2)" in text and "givens 34-39" in text
+    assert "rating > 0 (search)" in text and "(2/2)" in text
+    # Without ratings there is no search row; no "other" bucket when every puzzle fits one.
+    b = sudoku.difficulty_breakdown(inputs[:5], labels[:5], preds[:5])
+    assert b["search"] is None and [r["bucket"] for r in b["givens"]][-1] == "40-45"
+    assert "rating" not in sudoku.format_breakdown(b)
+    # Ignored label cells (id 0) do not count against a row.
+    labels2, preds2 = labels.copy(), preds.copy()
+    labels2[1, 80] = 0
+    assert sudoku.difficulty_breakdown(inputs, labels2, preds2)["exact_accuracy"] == 5 / 6
+    assert [sudoku.givens_bucket(g) for g in (21, 22, 33, 34, 45, 46)] == [
+        "other", "22-27", "28-33", "34-39", "40-45", "other"
+    ]  # fmt: skip

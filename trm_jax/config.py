@@ -81,6 +81,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.loss_type = "stablemax_cross_entropy"
     # trm_hier6: number of low-level latents.
     c.model.num_latents = 6
+    # trm_hier6: the latents read as their "sum" (reference) or "mean".
+    c.model.latent_sum = "sum"
     # none | block | full: rematerialisation of the graded cycle.
     c.model.remat = "none"
     c.model.scan_unroll = 1

@@ -44,6 +44,7 @@ from trm_jax.data import pipeline
 from trm_jax.data.dataset import DatasetError
 from trm_jax.fileio import write_json, write_npz
 from trm_jax.progress import Progress
+from trm_jax.tasks import sudoku
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 METRIC_ORDER = (
@@ -394,7 +395,7 @@ def run(args: argparse.Namespace) -> dict:
                 batch_size=batch_size,
                 max_examples=args.max_examples,
                 voter=voter,
-                keep_predictions=args.save_preds,
+                keep_predictions=args.save_preds or sudoku.is_sudoku_split(meta),
                 progress_label=f"step {s} {mode}" if verbose else None,
             )
         weights = "ema" if trm.use_ema else "raw"
@@ -433,6 +434,8 @@ def run(args: argparse.Namespace) -> dict:
             "per_checkpoint": per_checkpoint,
             "seconds": sum(r.seconds for r in runs),
         }
+        if runs[0].predictions is not None:  # Sudoku: exact accuracy by givens and search
+            record["by_difficulty"] = sudoku.split_breakdown(data_dir, split, runs[0].predictions)
         write_json(out_dir / "metrics.json", record)
         if submission is not None:
             write_json(out_dir / "submission.json", submission)
@@ -461,6 +464,9 @@ def report(results: dict) -> str:
                 f"step {s}: {m['ARC/pass@2']:.4f}" for s, m in r["per_checkpoint"].items()
             )
             lines.append(f"{mode}: ARC/pass@2 per checkpoint: {each}")
+    for mode, r in results.items():
+        if r.get("by_difficulty"):
+            lines.append(f"{mode}: " + sudoku.format_breakdown(r["by_difficulty"]))
     for mode, r in results.items():
         h = r["headline"]
         lines.append(f"{mode}: {h['metric']} = {h['value']:.4f}; results in {r['out_dir']}")

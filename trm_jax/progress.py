@@ -3,7 +3,8 @@
 On a terminal the line is rewritten in place; elsewhere (logs, CI) a line is printed at most every
 ``every`` seconds. The time left comes from the measured rate, or, when a wall-clock budget is
 given (``budget_s``), from whichever ends first: the remaining work or the budget, so a run that
-the clock will stop does not promise an hour. Imports nothing heavy.
+the clock will stop does not promise an hour; the total shown is then what the budget leaves room
+for at the measured rate (never more than the work). Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -70,18 +71,30 @@ class Progress:
             left = min(left, max(self.budget_s - elapsed, 0.0))
         return left
 
+    def expected_total(self, done: int, now: float | None = None) -> int:
+        """The total shown: ``total``, or with a budget the units done when it runs out at the
+        measured rate, if fewer."""
+        now = self.clock() if now is None else now
+        elapsed = max(now - self.t0, 1e-9)
+        rate = (done - self.start) / elapsed
+        if self.budget_s is None or rate <= 0:
+            return self.total
+        left = max(self.budget_s - elapsed, 0.0)
+        return max(min(self.total, done + int(rate * left)), min(done, self.total), 1)
+
     def line(self, done: int, info: str = "", now: float | None = None) -> str:
         """The text shown for ``done`` units (no I/O; tests read it)."""
         now = self.clock() if now is None else now
         rate = (done - self.start) / max(now - self.t0, 1e-9)
         unit = f" {self.unit.strip()}" if self.unit.strip() else ""
-        frac = min(max(done / self.total, 0.0), 1.0)
+        total = self.expected_total(done, now)
+        frac = min(max(done / total, 0.0), 1.0)
         head = f"{self.label}: " if self.label else ""
         if self.bar:
             n = int(24 * frac)
             head += f"[{'#' * n}{'.' * (24 - n)}] "
         text = (
-            f"{head}{done}/{self.total}{unit} ({100 * frac:.0f}%), "
+            f"{head}{done}/{total}{unit} ({100 * frac:.0f}%), "
             f"{rate:.2f}{unit}/s, eta {format_seconds(self.eta(done, now))}"
         )
         return f"{text} {info}".rstrip()

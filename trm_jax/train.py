@@ -33,6 +33,7 @@ from trm_jax.model.config import resolve_forward_dtype
 from trm_jax.model.trm import TRMModel
 from trm_jax.progress import Progress
 from trm_jax.steps import LOSS_KEYS, Steps, TrainState, build_steps, make_setup
+from trm_jax.tasks import sudoku
 
 
 class TrainingStopped(RuntimeError):
@@ -46,6 +47,7 @@ class RunResult:
     checkpoint_dir: str
     seconds: float
     state: TrainState | None = None
+    by_difficulty: dict | None = None  # Sudoku: the last evaluation's accuracy by difficulty
 
 
 def _agree(value):
@@ -190,12 +192,19 @@ def _restore(manager, workdir, steps: Steps, mcfg, run_meta, tcfg, verbose):
     return state, data_state, latest
 
 
-def run_eval(steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=None) -> dict:
+def run_eval(
+    steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=None, by_difficulty=None
+) -> dict:
     """The reference's evaluation (every example of the eval split, all halt_max_steps steps,
     the last step scored) through :func:`trm_jax.evaluate.score`; for an ARC test split
-    (``arc = evaluate.arc_references(...)``) also the voted pass@K, the headline."""
+    (``arc = evaluate.arc_references(...)``) also the voted pass@K, the headline. For a Sudoku
+    split a dict ``by_difficulty`` receives :func:`trm_jax.tasks.sudoku.split_breakdown`."""
     params = state.ema_params if use_ema else state.params
     voter = ArcVoter(arc[0]) if arc else None
+    split = config.data.eval_split
+    keep = by_difficulty is not None and sudoku.is_sudoku_split(
+        pipeline.load_metadata(config.data.path, split)
+    )
     result = ev.score(
         lambda batch: steps.evaluate(params, state.constants, state.puzzle_table, batch),
         config.data.path,
@@ -204,8 +213,12 @@ def run_eval(steps: Steps, state: TrainState, config, mesh, use_ema: bool, arc=N
         mesh=mesh,
         max_examples=int(config.data.eval_max_examples or 0),
         voter=voter,
+        keep_predictions=keep,
     )
     metrics = dict(result.metrics)
+    if keep:
+        by_difficulty.clear()
+        by_difficulty.update(sudoku.split_breakdown(config.data.path, split, result.predictions))
     if arc:
         metrics.update(ev.arc_score([voter], arc[1])[0])
     return metrics
@@ -268,6 +281,14 @@ def _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer, dtype_asked
         writer.add_scalar("num_params", n_params, 0)
 
 
+def train_progress(total_steps, step, budget, enabled, clock, t_start) -> Progress:
+    """The training bar: its ETA and total come from the time budget when one is set."""
+    return Progress(
+        "train", total_steps, unit="steps", start=step, enabled=enabled, every=0.0, bar=True,
+        budget_s=budget or None, clock=clock, t0=t_start,
+    )  # fmt: skip
+
+
 # ---- the run -------------------------------------------------------------------------------
 
 
@@ -318,10 +339,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
     writer = _writer(workdir)
     step = int(state.batches)  # loop position in batches (pseudocode ACT: updates differ)
     budget = float(tcfg.time_budget_s or 0.0)
-    progress = Progress(
-        "train", total_steps, unit="steps", start=step, enabled=main_host, every=0.0, bar=True,
-        budget_s=budget or None, clock=clock, t0=t_start,
-    )  # fmt: skip
+    progress = train_progress(total_steps, step, budget, main_host, clock, t_start)
     if main_host and step == 0:
         _announce(mcfg, state, mesh, total_steps, tcfg, workdir, writer, config.model.forward_dtype)
     end, decay = total_steps, None
@@ -345,7 +363,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
         best["headline"] = metrics.get(headline, 0.0)  # what keep_best ranks by
         ckpt.save(manager, step, state, data.get_state(), run_meta, best)
 
-    last_good, eval_metrics, acc = latest, {}, {}
+    last_good, eval_metrics, acc, by_difficulty = latest, {}, {}, {}
     t_log, step_log = time.time(), step
     while step < end:
         if _over_budget(budget, clock() - t_start, step, tcfg.log_every) and step > (latest or 0):
@@ -353,7 +371,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             if main_host:
                 print(f"Time budget of {budget:.0f} s reached at step {step}.", flush=True)
             if not eval_metrics or last_good != step:
-                eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc)
+                eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc, by_difficulty)
                 report_and_save(step, eval_metrics, state)
             break
         state, metrics = steps.train(state, shd.global_batch(next(data), mesh))
@@ -388,7 +406,7 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             acc, t_log, step_log = {}, time.time(), step
         if is_eval:
             t_eval = clock()
-            eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc)
+            eval_metrics = run_eval(steps, state, config, mesh, tcfg.ema, arc, by_difficulty)
             if decay and decay.calibrated and step < end:
                 # Re-fit before saving, so the checkpoint holds the new horizon.
                 end = decay.after_eval(step, clock() - t_eval, clock())
@@ -399,13 +417,18 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             ckpt.save(manager, step, state, data.get_state(), run_meta)
             last_good = step
     progress.close()
+    if main_host and by_difficulty:
+        print(sudoku.format_breakdown(by_difficulty), flush=True)
     if manager.latest_step() != step:
         ckpt.save(manager, step, state, data.get_state(), run_meta)
     manager.wait_until_finished()
     manager.close()
     if writer:
         writer.close()
-    return RunResult(step, eval_metrics, ckpt.checkpoint_dir(workdir), clock() - t_start, state)
+    seconds = clock() - t_start
+    return RunResult(
+        step, eval_metrics, ckpt.checkpoint_dir(workdir), seconds, state, by_difficulty or None
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ POS_ENCODINGS = ("rope", "learned", "none")
 DTYPES = ("bfloat16", "float32", "float64")
 REMAT = ("none", "block", "full", "dots")
 STORAGE = ("auto", "bfloat16", "float32")
+LATENT_SUMS = ("sum", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,9 @@ class ModelConfig:
     loss_type: str = "stablemax_cross_entropy"
     # trm_hier6: number of low-level latents (the reference hard-codes six).
     num_latents: int = 6
+    # trm_hier6: what every update reads of the latents: "sum" (the reference) or "mean" (the
+    # sum / num_latents, so the input embedding is not diluted; docs/ablation-cpu.md, Multi-z).
+    latent_sum: str = "sum"
     # Rematerialisation of the graded cycle: none; each block; "full": each graded net
     # application keeps only its inputs; "dots": it keeps its matmul outputs and recomputes the
     # elementwise work (norms, activations) in the backward pass.
@@ -92,6 +96,10 @@ class ModelConfig:
             raise ValueError(
                 f"model.activation_storage must be one of {STORAGE}, "
                 f"got {self.activation_storage!r}."
+            )
+        if self.latent_sum not in LATENT_SUMS:
+            raise ValueError(
+                f"model.latent_sum must be one of {LATENT_SUMS}, got {self.latent_sum!r}."
             )
         if self.remat not in REMAT:
             raise ValueError(f"model.remat must be one of {REMAT}, got {self.remat!r}.")

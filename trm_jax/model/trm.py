@@ -278,6 +278,8 @@ def _recursion(model: TRMModel, variables, z: Latents, x_SxBxD: jax.Array) -> La
             total = zLs[0]
             for t in zLs[1:]:
                 total = rnd(total + t)
+            if cfg.latent_sum == "mean":
+                return rnd(total * (1.0 / len(zLs)))
             return total
 
         def cycle(zs, net):

@@ -149,3 +149,109 @@ class Sudoku:
 
 
 SUDOKU = Sudoku()
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out accuracy by difficulty: the one place the buckets are defined (used by
+# ``python -m trm_jax.evaluate`` and by the final evaluation of ``python -m trm_jax.train``).
+
+# Givens-count buckets (inclusive): classic hard lists sit below 28, newspaper puzzles in 22-36.
+GIVENS_BUCKETS = ((22, 27), (28, 33), (34, 39), (40, 45))
+RATING_ARRAY = "rating"  # the dataset's per-example rating (data_gen.sudoku writes it)
+SEARCH_BUCKETS = ("rating 0 (singles)", "rating > 0 (search)")
+
+
+def givens_bucket(givens: int) -> str:
+    """The bucket name of a givens count: "22-27", ..., "40-45", or "other"."""
+    for lo, hi in GIVENS_BUCKETS:
+        if lo <= givens <= hi:
+            return f"{lo}-{hi}"
+    return "other"
+
+
+def _row(name: str, exact: np.ndarray) -> dict:
+    n = int(exact.size)
+    k = int(exact.sum())
+    return {"bucket": name, "examples": n, "exact": k, "exact_accuracy": k / n if n else None}
+
+
+def difficulty_breakdown(
+    inputs: Any, labels: Any, preds: Any, ratings: Any = None, ignore_label_id: int | None = 0
+) -> dict:
+    """Exact accuracy per givens bucket and by whether the puzzle needs search.
+
+    ``inputs``, ``labels``, ``preds``: token rows [N, 81] (blank 1, digit d -> d + 1); a row is
+    exact when every label cell other than ``ignore_label_id`` is predicted. ``ratings`` [N]:
+    the generator's rating (guesses of data_gen.sudoku's solver; 0 = singles solve it), or None
+    when the dataset does not record it. Returns ``{"examples", "exact_accuracy", "givens":
+    [row per bucket], "search": [rows of SEARCH_BUCKETS: rating 0, rating > 0] or None}``, each
+    row ``{"bucket", "examples", "exact", "exact_accuracy"}`` (None without examples); the four
+    givens buckets are always listed, "other" only when some puzzle falls outside them.
+    """
+    x = np.asarray(inputs).reshape(-1, 81)
+    y = np.asarray(labels).reshape(-1, 81)
+    p = np.asarray(preds).reshape(-1, 81)
+    if not x.shape == y.shape == p.shape:
+        raise ValueError(f"inputs {x.shape}, labels {y.shape} and preds {p.shape} differ")
+    mask = np.ones(y.shape, bool) if ignore_label_id is None else y != ignore_label_id
+    exact = ((p == y) | ~mask).all(axis=1)
+    givens = ((x >= 2) & (x <= 10)).sum(axis=1)
+    names = np.array([givens_bucket(int(g)) for g in givens], dtype=object)
+    rows = [_row(f"{lo}-{hi}", exact[names == f"{lo}-{hi}"]) for lo, hi in GIVENS_BUCKETS]
+    if (names == "other").any():
+        rows.append(_row("other", exact[names == "other"]))
+    search = None
+    if ratings is not None:
+        r = np.asarray(ratings).reshape(-1)
+        if r.shape[0] != x.shape[0]:
+            raise ValueError(f"{r.shape[0]} ratings for {x.shape[0]} puzzles")
+        search = [_row(SEARCH_BUCKETS[0], exact[r == 0]), _row(SEARCH_BUCKETS[1], exact[r > 0])]
+    out = _row("all", exact)
+    return {
+        "examples": out["examples"],
+        "exact_accuracy": out["exact_accuracy"],
+        "givens": rows,
+        "search": search,
+    }
+
+
+def is_sudoku_split(meta: Any) -> bool:
+    """Whether a split's metadata (``task``, ``vocab_size``, ``seq_len`` attributes, as
+    ``trm_jax.data.pipeline.Metadata``) is a Sudoku split: task "sudoku", or a reference split
+    (no task) of Sudoku shape."""
+    return meta.task in ("sudoku", None) and SUDOKU.matches(meta.vocab_size, meta.seq_len)
+
+
+def split_breakdown(data_dir: str, split: str, predictions: dict) -> dict | None:
+    """:func:`difficulty_breakdown` of the scored rows of a dataset split, from the
+    ``predictions`` of ``trm_jax.evaluate.score(..., keep_predictions=True)``; None when the
+    split is not a Sudoku split (task "sudoku", or a reference split of Sudoku shape)."""
+    from trm_jax.data import dataset  # lazy: the task records import nothing of the data layer
+
+    s = dataset.load_split(data_dir, split)
+    m = s.metadata
+    if s.task not in ("sudoku", None) or not SUDOKU.matches(m["vocab_size"], m["seq_len"]):
+        return None  # the same test as is_sudoku_split, on the split's own metadata
+    index = np.asarray(predictions["example_index"], np.int64)
+    ratings = s.extra.get(RATING_ARRAY)
+    return difficulty_breakdown(
+        np.asarray(s.inputs)[index],
+        np.asarray(s.labels)[index],
+        predictions["preds"],
+        None if ratings is None else np.asarray(ratings)[index],
+        m["ignore_label_id"],
+    )
+
+
+def format_breakdown(b: dict) -> str:
+    """The breakdown as a few aligned lines (buckets without puzzles show "-")."""
+    lines = [f"Exact accuracy by difficulty ({b['examples']} puzzles):"]
+    groups = [("givens ", b["givens"])]
+    if b.get("search"):
+        groups.append(("", b["search"]))
+    for what, rows in groups:
+        for r in rows:
+            acc = "-" if r["exact_accuracy"] is None else f"{r['exact_accuracy']:.4f}"
+            label = f"{what}{r['bucket']}"
+            lines.append(f"  {label:<24} {acc:>7}  ({r['exact']}/{r['examples']})")
+    return "\n".join(lines)
