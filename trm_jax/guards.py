@@ -26,6 +26,7 @@ __all__ = [
     "StopSignals",
     "WorkdirLock",
     "check_component",
+    "check_memory",
     "check_dataset_out",
     "check_output_dir",
     "check_output_file",
@@ -179,6 +180,24 @@ def write_marker(root: str | os.PathLike, builder: str) -> None:
     from trm_jax.fileio import write_json
 
     write_json(Path(root) / MARKER, {"builder": builder, "trm_jax_dataset": 1})
+
+
+def size_text(n: float) -> str:
+    """Bytes as a short human size (``1.5 GiB``, ``12.0 MiB``)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def check_memory(asked: int, available: int | None, what: str, change: str) -> None:
+    """Refuse ``what`` up front when it needs more than the ``available`` bytes (None: unknown,
+    then nothing is refused); ``change`` says what to change."""
+    if available and asked > available:
+        raise GuardError(
+            f"{what} needs at least {size_text(asked)} of memory, more than the "
+            f"{size_text(available)} one device has; {change}."
+        )
 
 
 # --------------------------------------------------------------------------------------------
