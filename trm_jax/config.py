@@ -228,8 +228,11 @@ def from_json(text: str, where: str = "config.json") -> ml_collections.ConfigDic
     if not isinstance(path, str):
         raise ConfigError(f"{where} has data.path {path!r}, not a path.")
     split = data.get("data", {}).get("eval_split", "test")
-    if not isinstance(split, str) or not split or split in (".", "..") or any(
-        c in split for c in "/\\\0"
+    if (
+        not isinstance(split, str)
+        or not split
+        or split in (".", "..")
+        or any(c in split for c in "/\\\0")
     ):
         raise ConfigError(f"{where} has data.eval_split {split!r}, which is not a plain name.")
     return ml_collections.ConfigDict(data)

@@ -263,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _memory_message(args) -> str:
     asked = f"--batch-size {args.batch_size}" if args.batch_size else "the run's evaluation batch"
-    return (
-        f"error: the evaluation ran out of memory with {asked}; pass a smaller --batch-size."
-    )
+    return f"error: the evaluation ran out of memory with {asked}; pass a smaller --batch-size."
 
 
 if __name__ == "__main__":
