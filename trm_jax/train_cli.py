@@ -81,6 +81,7 @@ def parse(argv):
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if path:
         check_config_file(path)
+    saved_argv, sys.argv = sys.argv, list(argv)  # config_flags reads overrides from sys.argv
     try:
         fv(argv)
     except Exception as e:  # absl / ml_collections raise many types for bad flags
@@ -88,7 +89,9 @@ def parse(argv):
         if unknown:
             raise config_lib.ConfigError(f"Unknown config key {unknown} (not in {path}).") from e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise config_lib.ConfigError(f"Bad command line: {msg}") from e
+        raise config_lib.ConfigError(f"Bad command line: {msg.rstrip('.')}.") from e
+    finally:
+        sys.argv = saved_argv
     if fv.config is None:
         raise config_lib.ConfigError("--config=configs/<name>.py is required.")
     if not fv.workdir:
