@@ -24,4 +24,6 @@ def snapshot(root: pathlib.Path) -> dict[str, bytes]:
     root = pathlib.Path(root)
     if root.is_file():
         return {root.name: root.read_bytes()}
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
+    }
