@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -100,6 +101,8 @@ def test_givens_17_says_what_it_does_and_stops_cleanly_on_ctrl_c(tmp_path):
         text=True,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
     )
+    watchdog = threading.Timer(120, proc.kill)  # a build that says nothing must not hang here
+    watchdog.start()
     try:
         lines = [proc.stderr.readline(), proc.stderr.readline()]
         assert "generating 2 unique puzzles (17 givens" in lines[0], lines
@@ -108,6 +111,7 @@ def test_givens_17_says_what_it_does_and_stops_cleanly_on_ctrl_c(tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         out_text, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err

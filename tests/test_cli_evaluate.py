@@ -117,3 +117,14 @@ def test_truncated_checkpoint_gives_a_sentence_without_tensorstore_noise(tiny, t
     err = _refused(["--workdir", str(work), "--quiet"], capsys)
     assert "cannot be restored" in err
     assert snapshot(work) == before
+
+
+def test_dataset_json_naming_arrays_outside_its_split(tiny, tmp_path, capsys, no_work):
+    data = tmp_path / "data"
+    shutil.copytree(tiny["data"], data)
+    meta_path = data / "test" / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra_arrays"] = ["../../../../etc/passwd"]
+    meta_path.write_text(json.dumps(meta))
+    err = _refused(["--workdir", str(tiny["workdir"]), "--dataset", str(data), "--quiet"], capsys)
+    assert "extra_arrays" in err

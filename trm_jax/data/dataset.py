@@ -378,8 +378,16 @@ def load_split(root: str | os.PathLike, split: str) -> Split:
     if version is not None and version != FORMAT_VERSION:
         _fail(f"{meta_path} has trm_jax_format {version!r}; this code reads {FORMAT_VERSION}.")
 
+    names = meta.get("extra_arrays") or []
+    bad = (
+        names
+        if not isinstance(names, list)
+        else [n for n in names if not isinstance(n, str) or not _NAME_RE.match(n)]
+    )
+    if bad:  # a name becomes part of a file path: no '/' or '..'
+        _fail(f"{meta_path} lists extra_arrays {bad!r}; names must be [A-Za-z0-9_]+.")
     core = {k: _load_array(path, k) for k in _CORE_ARRAYS}
-    extra = {k: _load_array(path, k) for k in (meta.get("extra_arrays") or [])}
+    extra = {k: _load_array(path, k) for k in names}
     split_obj = Split(path=path, metadata=meta, extra=extra, **core)
     try:
         _check_loaded(split_obj)
