@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     except train.Interrupted as e:
         print(str(e), file=sys.stderr, flush=True)
         return e.exit_code
+    except KeyboardInterrupt:  # before the signal handlers were installed: nothing to save yet
+        print("Interrupted before training started; no checkpoint was saved.", file=sys.stderr)
+        return 130
     if jax.process_index() == 0:
         print(summary(result, workdir), flush=True)
     return 0
