@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from trm_jax import config as config_lib
-from trm_jax import fileio, tasks
+from trm_jax import fileio, guards, tasks
 from trm_jax.model.config import ModelConfig
 from trm_jax.model.trm import TRMModel, init_variables
 
@@ -83,8 +85,6 @@ def state_bytes(state: Any) -> int:
 
 
 def _disk_full(e: BaseException) -> bool:
-    import errno
-
     while e is not None:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -93,10 +93,6 @@ def _disk_full(e: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
 def save(
@@ -123,16 +119,14 @@ def save(
     except Exception as e:
         if not _disk_full(e):
             raise
-        import shutil
-
         where = os.fspath(manager.directory)
         try:
-            free = _gib(shutil.disk_usage(where).free)
+            free = guards.size_text(shutil.disk_usage(where).free)
         except OSError:
             free = "an unknown amount"
         raise DiskFullError(
             f"Saving checkpoint {step} in {where} failed: the disk is full (a checkpoint needs "
-            f"about {_gib(state_bytes(state))}, {free} is free); free space, lower "
+            f"about {guards.size_text(state_bytes(state))}, {free} is free); free space, lower "
             "checkpoint.keep or use a --workdir on a larger disk, then start again to resume "
             "from the latest complete checkpoint."
         ) from None
