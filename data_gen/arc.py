@@ -34,7 +34,10 @@ the reference layout with every version baked in (about 1000 times larger). Both
 ``identifiers.json`` and ``test_puzzles.json`` (the original test-set puzzles with solutions).
 
 Bad input stops with one sentence naming the file, the record and what was expected, exit status 2,
-and leaves ``--out`` untouched (the dataset is assembled in a temporary sibling and moved in).
+and leaves ``--out`` untouched (the dataset is assembled in a temporary sibling and moved in). An
+existing ``--out`` is replaced only when it is a dataset of ours and ``--overwrite`` is given (a
+directory holding anything else is never touched); Ctrl-C stops with exit status 130 and nothing
+written.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from trm_jax import fileio
+from data_gen import common
+from trm_jax import fileio, guards
 from trm_jax.data import augment as aug
 from trm_jax.data import dataset as ds
 from trm_jax.data import tokens as tok
@@ -501,10 +504,8 @@ def write_dataset(
     augmentation = None if materialize else {"kind": "arc", "num_aug": num_aug, "seed": seed}
     extra_metadata = {"arc_build": dict(build_info or {}), ds.ARC_CANVAS_FIELD: canvas}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ds.make_temp_dir(out.parent, out.name)
     summary = {"identifiers": len(names), "not_full": not_full}
-    try:
+    with common.building(out, "data_gen.arc") as tmp:
         for split, groups in (("train", train_groups), ("test", test_groups)):
             arrays = _split_arrays(groups, ids, materialize, canvas)
             ds.write_split(
@@ -530,10 +531,6 @@ def write_dataset(
         fileio.write_json(tmp / "test_puzzles.json", test_puzzles, indent=None)
         for name, obj in (extra_files or {}).items():
             fileio.write_json(tmp / name, obj, indent=None)
-        ds.replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(
         f"[arc] done: {out} ({len(names) - 1} identifiers, {not_full} puzzles with fewer than "
         f"{num_aug} augmentations, {time.time() - t0:.0f} s)"
@@ -551,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build an ARC dataset")
-    b.add_argument("--out", required=True, help="output dataset directory (replaced)")
+    b.add_argument("--out", required=True, help="output dataset directory")
     b.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"])
     b.add_argument("--test-set", default="evaluation", help="subset whose test pairs form 'test'")
     b.add_argument("--num-aug", type=int, default=1000, help="augmented versions per puzzle")
@@ -569,10 +566,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=tok.ARC_SIDE,
         help=f"canvas side S (sequences of S*S tokens; default {tok.ARC_SIDE}, the reference's)",
     )
+    common.add_overwrite(b)
     arc_generated.add_parser(sub)
     args = parser.parse_args(argv)
+    try:
+        # Before any work: never replace a directory that is not a dataset of ours, and one of
+        # ours only with --overwrite.
+        guards.check_dataset_out(args.out, args.overwrite)
+    except guards.GuardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.command == "build-generated":
-        return arc_generated.run(args)
+        return _interruptible(arc_generated.run, args)
+    return _interruptible(_build, args)
+
+
+def _interruptible(fn, args) -> int:
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written, {args.out} is unchanged.", file=sys.stderr)
+        return 130
+
+
+def _build(args: argparse.Namespace) -> int:
     try:
         build(
             args.out,

@@ -273,7 +273,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "build-generated",
         help="build a small-canvas ARC-like benchmark from RE-ARC generators (reasoning-gym)",
     )
-    g.add_argument("--out", required=True, help="output dataset directory (replaced)")
+    g.add_argument("--out", required=True, help="output dataset directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--canvas", type=int, default=10, help="canvas side S (S*S tokens)")
     g.add_argument("--tasks", nargs="+", default=None, help="training task ids (RE-ARC)")
@@ -284,6 +284,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-aug", type=int, default=3, help="augmented versions per training task")
     g.add_argument(
         "--difficulty", type=float, default=0.2, help="RE-ARC difficulty upper bound (0, 1]"
+    )
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it already holds a dataset"
     )
 
 

@@ -7,13 +7,18 @@ Imports nothing heavy (no JAX): the builders run on machines without an accelera
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import multiprocessing
 import os
+import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from trm_jax import guards
 from trm_jax.progress import Progress
 
 # The public Sudoku-Extreme and Maze-Hard CSV layout.
@@ -41,7 +46,7 @@ def read_text_input(file: str | None, what: str) -> tuple[str, str]:
     """(name, text) of ``file``, or of stdin when ``file`` is None or '-'; ``what`` names the
     contents in messages ("puzzles", "mazes")."""
     if file in (None, "-"):
-        return "<stdin>", sys.stdin.read()
+        return "<stdin>", sys.stdin.read().removeprefix("\ufeff")
     with open_text(file, f"{what[:-1]} file") as f:
         try:
             return file, f.read()
@@ -79,6 +84,41 @@ def csv_rows(path: str, layout: str) -> Iterator[tuple[int, list[str]]]:
             raise InputError(f"{path}: expected a UTF-8 text CSV file") from None
 
 
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """The ``--overwrite`` flag of every builder (see :func:`check_out`)."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it already holds a dataset"
+    )
+
+
+def check_out(out: str, overwrite: bool) -> Path:
+    """Refuse ``--out`` before any work unless it is new, empty, or (with ``--overwrite``) one
+    of our datasets (:func:`trm_jax.guards.check_dataset_out`); raises InputError."""
+    try:
+        return guards.check_dataset_out(out, overwrite)
+    except guards.GuardError as e:
+        raise InputError(str(e).rstrip(".")) from None
+
+
+@contextlib.contextmanager
+def building(out: str | os.PathLike, builder: str) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write a dataset into; on success it gets the dataset
+    marker and replaces ``out`` in one rename, on any failure or interrupt it is removed, so
+    ``out`` is never half-written. Refuses (again) an ``out`` that is not a dataset of ours."""
+    from trm_jax.data import dataset
+
+    target = guards.check_dataset_out(out, overwrite=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dataset.make_temp_dir(target.parent, target.name)
+    try:
+        yield tmp
+        guards.write_marker(tmp, builder)
+        dataset.replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def run_main(name: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run the chosen command; bad input and failed writes print one line
     ("<name> <command>: error: ...") and return 2, an interrupt 130."""
@@ -88,6 +128,9 @@ def run_main(name: str, parser: argparse.ArgumentParser, argv: Sequence[str] | N
     except InputError as e:
         print(f"{name} {args.command}: error: {e}.", file=sys.stderr)
         return 2
+    except guards.GuardError as e:
+        print(f"{name} {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into e.g. `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -96,8 +139,15 @@ def run_main(name: str, parser: argparse.ArgumentParser, argv: Sequence[str] | N
         print(f"{name} {args.command}: error: cannot write {where}: {e.strerror}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; nothing was written.", file=sys.stderr)
+        out = getattr(args, "out", None)
+        kept = f"; {out} is unchanged" if out else ""
+        print(f"{name} {args.command}: interrupted, nothing was written{kept}.", file=sys.stderr)
         return 130
+
+
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the main process (which stops them): no worker tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _generate_task(args: tuple[Callable, int, int, Any]) -> tuple | str:
@@ -131,7 +181,11 @@ def generate_many(
     seen: set = set()
     next_index = 0
     progress = Progress(f"{what}: generated", count, enabled=not quiet, every=2.0)
-    pool = multiprocessing.get_context("forkserver").Pool(workers) if workers > 1 else None
+    pool = (
+        multiprocessing.get_context("forkserver").Pool(workers, initializer=_ignore_sigint)
+        if workers > 1
+        else None
+    )
     try:
         while len(out) < count:
             need = count - len(out)

@@ -172,12 +172,18 @@ def write_dataset(
 ) -> None:
     """Write the train (and test) split and identifiers.json: one group with one puzzle with one
     example per maze, all identifiers 0; train asks for on-the-fly dihedral augmentation when
-    `aug` is set."""
-    from trm_jax.data import dataset
-
+    `aug` is set. `out` is replaced at once (a temporary sibling, then one rename), never a
+    directory that is not a dataset of ours."""
     splits = [("train", train, {"kind": "dihedral"} if aug else None)]
     if test is not None:
         splits.append(("test", test, None))
+    with common.building(out, "data_gen.maze") as tmp:
+        _write_splits(tmp, splits, metadata, path_lengths)
+
+
+def _write_splits(out, splits, metadata: dict, path_lengths: dict | None) -> None:
+    from trm_jax.data import dataset
+
     for name, (qs, ans), augmentation in splits:
         n = len(qs)
         meta = dict(metadata)
@@ -256,6 +262,7 @@ def read_csv(path: str, subsample: int | None = None, seed: int = 0) -> tuple[li
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    common.check_out(args.out, args.overwrite)
     if args.num_train < 1 or args.num_test < 0 or args.workers < 1:
         raise InputError("expected --num-train >= 1, --num-test >= 0 and --workers >= 1")
     if not 1 <= args.min_path < 400:
@@ -296,6 +303,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_from_csv(args: argparse.Namespace) -> int:
+    common.check_out(args.out, args.overwrite)
     if args.subsample_size is not None and args.subsample_size < 1:
         raise InputError("expected --subsample-size >= 1")
     train = read_csv(args.csv, args.subsample_size, args.seed)
@@ -352,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--loop-fraction", type=float, default=0.04, help="remaining walls opened")
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    common.add_overwrite(b)
     b.set_defaults(func=_cmd_build)
 
     c = sub.add_parser("from-csv", help="dataset from the Maze-Hard CSV layout")
@@ -361,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--subsample-size", type=int, default=None, help="train rows to keep")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--aug", action="store_true", help="dihedral augmentation of train on the fly")
+    common.add_overwrite(c)
     c.set_defaults(func=_cmd_from_csv)
 
     s = sub.add_parser("solve", help="solve 900-character mazes, one per line (FILE or stdin)")

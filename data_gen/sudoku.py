@@ -489,11 +489,12 @@ def write_dataset(
     metadata: dict,
     rating_name: str = "rating_histogram",
 ) -> None:
-    """Write the train (and test) split of a Sudoku dataset and identifiers.json. Each original
-    is one group; without materialisation it holds one puzzle (the original) and the train split
-    is augmented on the fly; with `materialize` N it holds the original plus N shuffled copies,
-    as the reference builder's --num-aug does, and no on-the-fly augmentation is asked for."""
-    from trm_jax.data import dataset
+    """Write the train (and test) split of a Sudoku dataset and identifiers.json into `out`,
+    replaced at once (a temporary sibling, then one rename; never a directory that is not a
+    dataset of ours). Each original is one group; without materialisation it holds one puzzle
+    (the original) and the train split is augmented on the fly; with `materialize` N it holds
+    the original plus N shuffled copies, as the reference builder's --num-aug does, and no
+    on-the-fly augmentation is asked for."""
 
     splits = []
     n = len(train.puzzles)
@@ -522,6 +523,13 @@ def write_dataset(
         splits.append(
             ("test", digits_array(test.puzzles), digits_array(test.solutions), 1, None, test)
         )
+    with common.building(out, "data_gen.sudoku") as tmp:
+        _write_splits(tmp, splits, metadata, rating_name)
+
+
+def _write_splits(out, splits, metadata: dict, rating_name: str) -> None:
+    from trm_jax.data import dataset
+
     for name, p, s, per_group, aug, recs in splits:
         n_puzzles = p.shape[0]
         known = [r for r in recs.ratings if r is not None]
@@ -806,7 +814,32 @@ def _print_summary(out: str, train: Records, test: Records | None, extra: list[s
                 print(f"  {b:>6}  {row}")
 
 
+# Random clue removal ends at a minimal puzzle of 21-27 givens (about 24 on average); fewer are
+# rare, so a filter below this needs many attempts per puzzle (about 14 ms each on one core).
+_RARE_GIVENS = 20
+
+
+def _announce(total: int, lo: int, hi: int, args: argparse.Namespace) -> None:
+    givens = f"{lo} givens" if lo == hi else f"{lo}-{hi} givens"
+    print(
+        f"sudoku: generating {total} unique puzzles ({givens}, {args.workers} worker(s)); "
+        "Ctrl-C stops without writing anything.",
+        file=sys.stderr,
+        flush=True,
+    )
+    if hi <= _RARE_GIVENS:
+        print(
+            f"sudoku: puzzles with at most {hi} givens are rare (removing clues at random stops "
+            "at 21-27 givens), so each may take thousands of attempts (~14 ms each) and fail "
+            f"after --max-attempts {args.max_attempts}; --min-givens {lo} --max-givens 24 is "
+            "much faster.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
+    common.check_out(args.out, args.overwrite)
     lo, hi = _givens_range(args)
     if args.num_train < 1 or args.num_test < 0:
         raise InputError("expected --num-train >= 1 and --num-test >= 0")
@@ -817,6 +850,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     mix = _givens_mix(args.givens_mix)
     spec = GenSpec(lo, hi, args.min_rating, args.max_rating, args.max_attempts, mix)
     total = args.num_train + args.num_test
+    if not args.quiet:
+        _announce(total, lo, hi, args)
     t0 = time.perf_counter()
     recs, used = generate_many(args.seed, total, spec, args.workers, quiet=args.quiet)
     dt = time.perf_counter() - t0
@@ -867,6 +902,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_from_csv(args: argparse.Namespace) -> int:
+    common.check_out(args.out, args.overwrite)
     if args.subsample_size is not None and args.subsample_size < 1:
         raise InputError("expected --subsample-size >= 1")
     if args.materialize < 0:
@@ -936,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--materialize", type=int, default=0, help="N shuffled copies per original")
     b.add_argument("--max-attempts", type=int, default=20000, help="per puzzle, before giving up")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    common.add_overwrite(b)
     b.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("solve", help="solve puzzles, one per line (FILE or stdin)")
@@ -951,6 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-rating", type=int, default=None, help="keep rows with rating >= R")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--materialize", type=int, default=0, help="N shuffled copies per original")
+    common.add_overwrite(c)
     c.set_defaults(func=_cmd_from_csv)
 
     m = sub.add_parser("bench", help="generation and solving speed per rating level")

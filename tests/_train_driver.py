@@ -1,10 +1,13 @@
 """Runs trm_jax.train.run in a subprocess for the training tests, with optional faults.
 
 usage: python tests/_train_driver.py WORKDIR MODE [--config.x=y ...]
-MODE: plain | kill_after_save=N | kill_during_save=N
+MODE: plain | kill_after_save=N | kill_during_save=N | signal_at=N:SIGINT|SIGTERM
 On a normal finish, process 0 writes WORKDIR/final.npz with every leaf of the final state.
+signal_at runs the command line (trm_jax.train_cli.main) and sends the process the signal right
+after its N-th train step; its exit status is the command's.
 """
 
+import dataclasses
 import os
 import signal
 import sys
@@ -64,6 +67,29 @@ def main():
                 sys.exit(3)
 
         ckpt.save = save
+
+    elif mode.startswith("signal_at="):
+        at, name = mode.split("=")[1].split(":")
+        from trm_jax import train_cli
+
+        real_build = train.build_steps
+
+        def build_steps(*a, **k):
+            steps = real_build(*a, **k)
+            calls = [0]
+
+            def train_step(state, batch):
+                out = steps.train(state, batch)
+                calls[0] += 1
+                if calls[0] == int(at):
+                    os.kill(os.getpid(), getattr(signal, name))
+                return out
+
+            return dataclasses.replace(steps, train=train_step)
+
+        train.build_steps = build_steps
+        argv = ["train", f"--config={REPO}/configs/sudoku_cpu.py", f"--workdir={workdir}"]
+        sys.exit(train_cli.main(argv + [*overrides, "--quiet"]))
 
     result = train.run(config, workdir, verbose=False)
     from jax.experimental import multihost_utils

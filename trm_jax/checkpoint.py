@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from trm_jax import config as config_lib
-from trm_jax import fileio, tasks
+from trm_jax import fileio, guards, tasks
 from trm_jax.model.config import ModelConfig
 from trm_jax.model.trm import TRMModel, init_variables
 
@@ -73,6 +75,26 @@ def make_manager(
     )
 
 
+class DiskFullError(CheckpointError):
+    """A checkpoint save that ran out of disk (the previous checkpoint is still the latest)."""
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the arrays of ``state`` (about what one checkpoint takes on disk)."""
+    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)))
+
+
+def _disk_full(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "RESOURCE_EXHAUSTED" in text or "No space left" in text or "ENOSPC" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def save(
     manager: ocp.CheckpointManager,
     step: int,
@@ -81,20 +103,52 @@ def save(
     meta: dict,
     metrics: dict | None = None,
 ) -> None:
-    """Save everything a resumed run needs at ``step`` (atomic: temp dir, then rename)."""
+    """Save everything a resumed run needs at ``step``: the whole train state, the data
+    iterator's position and the meta (atomic: orbax writes a temporary directory, then renames
+    it). A full disk raises :class:`DiskFullError` with one sentence (the earlier checkpoints
+    stay; the half-written one is a temporary directory orbax removes)."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
         meta=ocp.args.JsonSave(meta),
     )
     m = None if metrics is None else {k: float(v) for k, v in metrics.items()}
-    manager.save(int(step), args=args, metrics=m, force=True)
-    manager.wait_until_finished()
+    try:
+        manager.save(int(step), args=args, metrics=m, force=True)
+        manager.wait_until_finished()
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        where = os.fspath(manager.directory)
+        try:
+            free = guards.size_text(shutil.disk_usage(where).free)
+        except OSError:
+            free = "an unknown amount"
+        raise DiskFullError(
+            f"Saving checkpoint {step} in {where} failed: the disk is full (a checkpoint needs "
+            f"about {guards.size_text(state_bytes(state))}, {free} is free); free space, lower "
+            "checkpoint.keep or use a --workdir on a larger disk, then start again to resume "
+            "from the latest complete checkpoint."
+        ) from None
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
-    restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many kinds; all mean "unreadable"
+        raise CheckpointError(_unreadable(manager, step, e)) from None
+    if not isinstance(restored["meta"], dict):
+        raise CheckpointError(
+            f"{manager.directory}/{step}/meta is not a trm_jax checkpoint description."
+        )
     return dict(restored["meta"])
+
+
+def _unreadable(manager, step: int, e: BaseException) -> str:
+    return (
+        f"Checkpoint {manager.directory}/{step} cannot be restored ({_first_line(e)}); move it "
+        "out of the work dir to resume from the checkpoint before it, or train in a new work dir."
+    )
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
@@ -110,12 +164,14 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
         )
     except ValueError as e:
         if "tree structures do not match" not in str(e):
-            raise
+            raise CheckpointError(_unreadable(manager, step, e)) from None
         raise CheckpointError(
             f"Checkpoint {step} in {manager.directory} holds a train state of a different layout "
             "(written by another trm_jax version), so it cannot be resumed; train in a new work "
             "dir (trm_jax.load still reads its weights)."
         ) from e
+    except Exception as e:  # a truncated or damaged checkpoint: orbax / tensorstore errors
+        raise CheckpointError(_unreadable(manager, step, e)) from None
     return restored["state"], dict(restored["data"] or {}), dict(restored["meta"])
 
 
@@ -190,12 +246,23 @@ class CheckpointInfo:
         return _dataset_of(self.config, self.meta)
 
 
+def recorded_datasets(config, meta: dict) -> list[str]:
+    """The dataset paths a run recorded: its config's ``data.path``, then the absolute path its
+    checkpoint meta holds. A path with a ``..`` part is left out: a relative path in a
+    ``config.json`` must not lead a reader out of where it was trained (``../../etc``)."""
+    out = []
+    for c in (str(config.data.get("path") or ""), str(meta.get("dataset") or "")):
+        if c and ".." not in Path(c).parts and c not in out:
+            out.append(c)
+    return out
+
+
 def _dataset_of(config, meta: dict) -> str:
-    candidates = [str(config.data.get("path") or ""), str(meta.get("dataset") or "")]
+    candidates = recorded_datasets(config, meta)
     for c in candidates:
-        if c and os.path.isdir(c):
+        if os.path.isdir(c):
             return c
-    return candidates[0] or candidates[1]
+    return candidates[0] if candidates else ""
 
 
 @contextlib.contextmanager
@@ -218,8 +285,15 @@ def _steps_in(ckpt_dir: Path) -> list[int]:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of an error, without what would not read as part of a sentence (tensorstore
+    appends "See full TensorStore details: <bound method ...>")."""
     text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    line = text.splitlines()[0] if text else ""
+    for cut in ("See full TensorStore details", "<bound method"):
+        if cut in line:
+            line = line[: line.index(cut)]
+    line = line.strip().rstrip(".:;,").strip()
+    return line[:200] or type(e).__name__
 
 
 def _read_meta(step_dir: Path) -> dict:
@@ -306,7 +380,9 @@ def locate(path: str | os.PathLike, step: int | None = None) -> CheckpointInfo:
     meta = _read_meta(step_dir)
     mcfg = _model_config(meta, step_dir)
     try:
-        config = config_lib.from_json((workdir / CONFIG_FILE).read_text())
+        config = config_lib.from_json((workdir / CONFIG_FILE).read_text(), workdir / CONFIG_FILE)
+    except config_lib.ConfigError as e:
+        raise CheckpointError(str(e)) from None
     except FileNotFoundError:
         warnings.warn(
             f"{workdir} has no {CONFIG_FILE}; using the default config (raw weights, "

@@ -218,5 +218,28 @@ def to_json(c: ml_collections.ConfigDict) -> str:
     return json.dumps(c.to_dict(), indent=2, sort_keys=True)
 
 
-def from_json(text: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(json.loads(text))
+def from_json(text: str, where: str = "config.json") -> ml_collections.ConfigDict:
+    """A config written by :func:`to_json` (a work dir's ``config.json``); ConfigError (one
+    sentence naming ``where``) when it is not one: not an object, a section that is not an
+    object, a split name that is not a plain name."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} holds a {type(data).__name__}, not a trm_jax config object.")
+    for section in ("data", "model", "train", "checkpoint"):
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(
+                f"{where} has {section} = {data[section]!r}, not a section of settings; it was "
+                "not written by trm_jax.train."
+            )
+    path = data.get("data", {}).get("path", "")
+    if not isinstance(path, str):
+        raise ConfigError(f"{where} has data.path {path!r}, not a path.")
+    split = data.get("data", {}).get("eval_split", "test")
+    if (
+        not isinstance(split, str)
+        or not split
+        or split in (".", "..")
+        or any(c in split for c in "/\\\0")
+    ):
+        raise ConfigError(f"{where} has data.eval_split {split!r}, which is not a plain name.")
+    return ml_collections.ConfigDict(data)

@@ -26,10 +26,12 @@ __all__ = [
     "StopSignals",
     "WorkdirLock",
     "check_component",
+    "check_memory",
     "check_dataset_out",
     "check_output_dir",
     "check_output_file",
     "inside",
+    "looks_like_dataset",
     "write_marker",
 ]
 
@@ -114,16 +116,58 @@ def inside(root: str | os.PathLike, relative: str, what: str) -> Path:
     return target
 
 
+# Files a dataset of ours may hold at its root besides its split directories (identifiers, ARC
+# references, the generated ARC benchmark's Kaggle-format copies).
+_DATASET_ROOT_FILES = {
+    MARKER,
+    "identifiers.json",
+    "test_puzzles.json",
+    "heldout_challenges.json",
+    "heldout_solutions.json",
+    "training_challenges.json",
+    "training_solutions.json",
+}
+
+
+def _is_leftover(name: str) -> bool:
+    """A temporary sibling an interrupted atomic write left (``.<name>.tmp-*`` / ``.old-*``)."""
+    return name.startswith(".") and (".tmp-" in name or ".old-" in name)
+
+
+def looks_like_dataset(p: Path) -> bool:
+    """Whether ``p`` holds nothing but a dataset layout of ours: ``identifiers.json``, at least
+    one split directory of ``dataset.json`` and ``all__*.npy`` files, and the known root files.
+
+    This is how a dataset written before the ``MARKER`` file existed is recognised; a directory
+    holding anything else (a note, a sub-folder of other files) is not a dataset."""
+    splits = 0
+    for entry in p.iterdir():
+        if _is_leftover(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            names = {f.name for f in entry.iterdir()}
+            if "dataset.json" not in names or any(
+                n != "dataset.json" and not (n.startswith("all__") and n.endswith(".npy"))
+                for n in names
+            ):
+                return False
+            splits += 1
+        elif entry.name not in _DATASET_ROOT_FILES or not entry.is_file():
+            return False
+    return splits > 0 and (p / "identifiers.json").is_file()
+
+
 def check_dataset_out(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
     """Where a builder may write a dataset: new, an empty directory, or one of our datasets
-    (``MARKER``) when ``overwrite``. Never a directory holding anything else."""
+    (``MARKER``, or the bare layout of one written before the marker, :func:`looks_like_dataset`)
+    when ``overwrite``. Never a directory holding anything else."""
     p = check_output_dir(path, what)
     if not p.exists() or not any(p.iterdir()):
         return p
-    if not (p / MARKER).is_file():
+    if not (p / MARKER).is_file() and not looks_like_dataset(p):
         raise GuardError(
-            f"{what} {path} exists and is not a trm_jax dataset (no {MARKER}); "
-            "choose a new or empty directory."
+            f"{what} {path} exists and is not a trm_jax dataset (no {MARKER}, and it holds "
+            "other files); choose a new or empty directory."
         )
     if not overwrite:
         raise GuardError(f"{what} {path} already holds a dataset; pass --overwrite to replace it.")
@@ -131,10 +175,29 @@ def check_dataset_out(path: str | os.PathLike, overwrite: bool, what: str = "--o
 
 
 def write_marker(root: str | os.PathLike, builder: str) -> None:
-    """Mark ``root`` as a dataset written by ``builder`` (so a later build may replace it)."""
+    """Mark ``root`` as a dataset written by ``builder`` (so a later build may replace it). The
+    content is fixed, so that a build stays byte-for-byte reproducible."""
     from trm_jax.fileio import write_json
 
-    write_json(Path(root) / MARKER, {"builder": builder, "written": time.time()})
+    write_json(Path(root) / MARKER, {"builder": builder, "trm_jax_dataset": 1})
+
+
+def size_text(n: float) -> str:
+    """Bytes as a short human size (``1.5 GiB``, ``12.0 MiB``)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def check_memory(asked: int, available: int | None, what: str, change: str) -> None:
+    """Refuse ``what`` up front when it needs more than the ``available`` bytes (None: unknown,
+    then nothing is refused); ``change`` says what to change."""
+    if available and asked > available:
+        raise GuardError(
+            f"{what} needs at least {size_text(asked)} of memory, more than the "
+            f"{size_text(available)} one device has; {change}."
+        )
 
 
 # --------------------------------------------------------------------------------------------

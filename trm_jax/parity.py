@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -107,8 +108,18 @@ def _load_golden(folder: str):
     pt = os.path.join(folder, "state_dict.pt")
     sd_path = npz if os.path.exists(npz) else pt
     state_dict = read_state_dict(sd_path)
-    with np.load(gold_path, allow_pickle=False) as g:
-        gold = {k: np.asarray(g[k]) for k in g.files}
+    try:
+        with np.load(gold_path, allow_pickle=False) as g:
+            gold = {k: np.asarray(g[k]) for k in g.files}
+    except ValueError as e:  # object arrays (pickles) are refused: they would run code
+        if "allow_pickle" not in str(e):
+            raise GoldenError(f"{gold_path} is not a readable .npz file ({e}).") from None
+        raise GoldenError(
+            f"{gold_path} holds object arrays (pickled Python objects), which are refused; "
+            "golden records must be numeric arrays."
+        ) from None
+    except (OSError, zipfile.BadZipFile) as e:
+        raise GoldenError(f"{gold_path} is not a readable .npz file ({e}).") from None
     return meta, state_dict, sd_path, gold
 
 

@@ -45,10 +45,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign or unsafe files
+        if "Weights only load failed" in str(e):
+            # torch's own message suggests loading without weights_only, which runs code from
+            # the file: not advice to pass on for an untrusted checkpoint.
+            raise CheckpointImportError(
+                f"{path} is refused: the weights-only load found Python objects besides "
+                "tensors, which only unpickling (running code from the file) could load; "
+                "export its tensors (or an .npz) from a trusted copy."
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointImportError(
             f"{path} is not a weights-only PyTorch state dict ({first})."
-        ) from e
+        ) from None
     if not isinstance(sd, dict):
         raise CheckpointImportError(f"{path} holds a {type(sd).__name__}, not a state dict.")
     out = {}

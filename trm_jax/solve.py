@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_jax import checkpoint as ckpt
-from trm_jax import tasks
+from trm_jax import guards, tasks
 from trm_jax.checkpoint import CheckpointError
 from trm_jax.tasks import PuzzleError
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_text(path: str, what: str) -> str:
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not a cell
     except FileNotFoundError:
         raise InputError(f"{what} {path} does not exist.") from None
     except IsADirectoryError:
@@ -190,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{p.label}: {e}") from None
     if info.task != task:
         raise InputError(inf.mismatch_message(info, task, puzzles[0].label))
+    # Outputs before any work: a PNG that cannot be written must not fail after the answers.
+    for i in range(len(puzzles)) if args.png else ():
+        guards.check_output_file(_png_path(args.png, i + 1, len(puzzles)), "--png")
+    if args.batch_size is not None:
+        inf.check_batch_size(info.model_config, args.batch_size)
 
     trm = inf.load(info, ema=args.ema)
     ids, warned = [], set()
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (InputError, CheckpointError, PuzzleError) as e:
+    except (InputError, CheckpointError, PuzzleError, guards.GuardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: stop quietly

@@ -20,13 +20,14 @@ import time
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from trm_jax import checkpoint as ckpt
 from trm_jax import config as config_lib
 from trm_jax import evaluate as ev
+from trm_jax import guards
 from trm_jax import sharding as shd
 from trm_jax.arc_scoring import ArcVoter
+from trm_jax.budget import DecayBudget, _eval_guess, agree, decay_horizon  # noqa: F401 (decay_horizon: public here)
 from trm_jax.data import pipeline
 from trm_jax.data.dataset import DatasetError
 from trm_jax.model.config import resolve_forward_dtype
@@ -40,6 +41,15 @@ class TrainingStopped(RuntimeError):
     """Training stopped on a non-finite loss (the last good checkpoint is kept)."""
 
 
+class Interrupted(RuntimeError):
+    """SIGINT / SIGTERM stopped training after a checkpoint was saved; ``exit_code`` is 130 or
+    143 and the message says where it was saved and how to resume."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @dataclasses.dataclass
 class RunResult:
     step: int
@@ -50,105 +60,15 @@ class RunResult:
     by_difficulty: dict | None = None  # Sudoku: the last evaluation's accuracy by difficulty
 
 
-def _agree(value):
-    """Process 0's value on every process (clocks differ between hosts)."""
-    if jax.process_count() == 1:
-        return value
-    return type(value)(multihost_utils.broadcast_one_to_all(np.asarray(value)).item())
-
-
-# ---- the time-budgeted decay ---------------------------------------------------------------
-
-
-def decay_horizon(
-    step: int,
-    elapsed_s: float,
-    budget_s: float,
-    s_per_step: float,
-    eval_s: float,
-    eval_every: int,
-    cap: int,
-    margin: float = 0.02,
-) -> int:
-    """The step where a learning-rate decay must end for training to finish inside the budget.
-
-    From ``step``, after ``elapsed_s`` of a ``budget_s`` budget, at ``s_per_step`` seconds per
-    step, leaving ``eval_s`` seconds for each evaluation that falls strictly before the horizon
-    (one every ``eval_every`` steps; the final evaluation runs after the budget, as with a plain
-    time budget) and a ``margin`` of the time left for jitter. Never past ``cap`` (the run's
-    step count) nor before ``step``.
-    """
-
-    def fit(reserve: float) -> int:
-        left = (budget_s - elapsed_s - reserve) * (1.0 - margin)
-        return min(cap, step + max(0, int(left / max(s_per_step, 1e-9))))
-
-    h = fit(0.0)
-    evals_before = max(0, (h - 1) // eval_every - step // eval_every)
-    return max(step, fit(evals_before * eval_s))
-
-
-class DecayBudget:
-    """Where a ``lr_decay_end = "time_budget"`` run's decay, and so the run, ends.
-
-    The horizon is measured once this run's warm-up is over (the warm-up rate does not depend on
-    it): :meth:`started` after the first (compiling) step, :meth:`due` says when to
-    :meth:`calibrate`; it is re-measured after each evaluation (:meth:`after_eval`). A resumed
-    run keeps the horizon the first process set (``resumed_horizon``).
-    """
-
-    def __init__(self, budget_s, t_start, step, total_steps, eval_every, tcfg, eval_guess):
-        self.budget_s, self.t_start, self.total = budget_s, t_start, total_steps
-        self.eval_every, self.eval_guess = eval_every, eval_guess  # guess(s_per_step) -> s
-        self.calib_step = max(tcfg.lr_warmup_steps, step + 20)
-        self.t_first = self.step_first = None
-        self.eval_s = None  # the last evaluation's seconds
-        self.evals_total = 0.0  # seconds of evaluation since t_first
-        self.calibrated = False
-
-    def started(self, step: int, now: float) -> None:
-        self.t_first, self.step_first = now, step
-
-    def due(self, step: int) -> bool:
-        return not self.calibrated and step == self.calib_step
-
-    def calibrate(self, step: int, now: float) -> int:
-        self.calibrated = True
-        return self._horizon(step, now)
-
-    def after_eval(self, step: int, eval_s: float, now: float) -> int:
-        self.eval_s = eval_s
-        self.evals_total += eval_s
-        return self._horizon(step, now)
-
-    def _horizon(self, step: int, now: float) -> int:
-        self.s_per_step = (now - self.t_first - self.evals_total) / max(step - self.step_first, 1)
-        eval_s = self.eval_guess(self.s_per_step) if self.eval_s is None else self.eval_s
-        elapsed = now - self.t_start
-        h = decay_horizon(
-            step, elapsed, self.budget_s, self.s_per_step, eval_s, self.eval_every, self.total
-        )
-        self.elapsed = elapsed
-        return _agree(int(h))
-
-
-def _eval_guess(config, mcfg, eval_gbs: int):
-    """Before the first evaluation its cost is guessed: a forward pass is about a third of a
-    train step's work per example and supervision step."""
-    meta_eval = pipeline.load_metadata(config.data.path, config.data.eval_split)
-    n_eval = meta_eval.total_groups * meta_eval.mean_puzzle_examples
-    if config.data.eval_max_examples:
-        n_eval = min(n_eval, int(config.data.eval_max_examples))
-    n_eval = math.ceil(n_eval / eval_gbs) * eval_gbs
-    gbs = config.data.global_batch_size
-    return lambda s_per_step: s_per_step * n_eval / gbs * mcfg.halt_max_steps / 3
-
-
 # ---- pieces of the run ---------------------------------------------------------------------
 
 
 def _total_steps(config, meta) -> int:
     t = config.train
+    if int(t.max_steps) < 0:
+        raise config_lib.ConfigError(
+            f"train.max_steps must be >= 0 (0: no limit), got {t.max_steps}."
+        )
     total = int(
         t.epochs * meta.total_groups * meta.mean_puzzle_examples / config.data.global_batch_size
     )
@@ -264,7 +184,7 @@ def _over_budget(budget: float, elapsed: float, step: int, log_every: int) -> bo
         # Hosts' clocks differ, so they follow process 0; asking waits for the devices, so only
         # at the log steps, where the loop waits for them anyway (the stop comes at most
         # log_every - 1 steps late).
-        over = _agree(over) if step % log_every == 0 else False
+        over = agree(over) if step % log_every == 0 else False
     return over
 
 
@@ -292,13 +212,40 @@ def train_progress(total_steps, step, budget, enabled, clock, t_start) -> Progre
 # ---- the run -------------------------------------------------------------------------------
 
 
-def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> RunResult:
+def run(
+    config, workdir: str, *, verbose: bool = True, clock=time.monotonic, resume_hint: str = ""
+) -> RunResult:
     """Train (or resume) the config in ``workdir``; returns the final evaluation.
 
     ``clock`` (seconds) drives the time budget and the budget-keyed decay (tests pass a fake).
+    One run per work dir: a second start on a work dir in use raises GuardError naming the
+    holder. SIGINT / SIGTERM finish the step, save and raise :class:`Interrupted`
+    (``resume_hint``: the command that resumes, for its message).
     """
     t_start = clock()
+    guards.check_output_dir(workdir, "--workdir")
     shd.maybe_initialize_distributed(config)
+    # Process 0 alone holds the lock (every process of a multi-host run shares the work dir);
+    # the kernel drops it however the process ends, so a killed run leaves no stale lock.
+    lock = guards.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    try:
+        with guards.StopSignals() as stop:
+            return _run(config, workdir, verbose, clock, t_start, stop, resume_hint)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _stop_now(stop: guards.StopSignals, step: int, log_every: int) -> bool:
+    """Whether a signal asks to stop at this step boundary (on every process alike: in a
+    multi-host run process 0's flag decides, asked at the log steps like the time budget)."""
+    asked = stop.requested is not None
+    if jax.process_count() > 1:
+        asked = agree(asked) if step % log_every == 0 else False
+    return asked
+
+
+def _run(config, workdir, verbose, clock, t_start, stop, resume_hint) -> RunResult:
     _check_data(config)
     meta = pipeline.load_metadata(config.data.path, "train")
     tcfg = config_lib.train_config(config)
@@ -323,7 +270,6 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
         "dataset": os.path.abspath(config.data.path),
     }
     state, data_state, latest = _restore(manager, workdir, steps, mcfg, run_meta, tcfg, verbose)
-    ckpt.write_config(workdir, config_lib.to_json(config))
     data = pipeline.train_iterator(
         config.data.path,
         global_batch_size=tcfg.global_batch_size,
@@ -348,6 +294,9 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
     elif tcfg.lr_decay_end == "time_budget":
         guess = _eval_guess(config, mcfg, eval_gbs)
         decay = DecayBudget(budget, t_start, step, total_steps, eval_every, tcfg, guess)
+    if step < end or latest is None:
+        # A restart with nothing left to train keeps the config.json the run was trained with.
+        ckpt.write_config(workdir, config_lib.to_json(config))
 
     def report_and_save(step: int, metrics: dict, state: TrainState) -> None:
         """Print and log an evaluation; save its checkpoint (best by the headline metric)."""
@@ -390,10 +339,14 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
             host = {k: float(v) for k, v in jax.device_get(acc).items()}
             if not math.isfinite(host["loss"]):
                 progress.close()
-                where = f"checkpoint {last_good}" if last_good is not None else "no checkpoint yet"
+                where = (
+                    f"the last good checkpoint (step {last_good}) is kept in"
+                    if last_good is not None
+                    else "no checkpoint had been saved yet in"
+                )
                 raise TrainingStopped(
                     f"The loss became {host['loss']} between steps {step_log} and {step}; "
-                    f"stopped with the last good {where} in {ckpt.checkpoint_dir(workdir)}."
+                    f"training stopped and {where} {ckpt.checkpoint_dir(workdir)}."
                 )
             m = _train_metrics(host, step - step_log, tcfg.global_batch_size, time.time() - t_log)
             if writer:
@@ -416,6 +369,19 @@ def run(config, workdir: str, *, verbose: bool = True, clock=time.monotonic) -> 
         elif is_ckpt:
             ckpt.save(manager, step, state, data.get_state(), run_meta)
             last_good = step
+        if step < end and _stop_now(stop, step, tcfg.log_every):
+            progress.close()
+            if last_good != step:
+                ckpt.save(manager, step, state, data.get_state(), run_meta)
+            manager.close()
+            if writer:
+                writer.close()
+            again = resume_hint or "the same command"
+            raise Interrupted(
+                f"{stop.name} at step {step}: saved checkpoint {ckpt.checkpoint_dir(workdir)}/"
+                f"{step}; resume with {again}.",
+                stop.exit_code,
+            )
     progress.close()
     if main_host and by_difficulty:
         print(sudoku.format_breakdown(by_difficulty), flush=True)

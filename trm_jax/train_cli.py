@@ -1,8 +1,10 @@
 """The command line of ``python -m trm_jax.train``: flags, bad input, the closing summary.
 
 ``python -m trm_jax.train --config=configs/X.py --workdir=DIR [--config.a.b=v ...] [--quiet]``
-(see :mod:`trm_jax.train` for what a run does). Bad input stops with one sentence and exit
-status 2; a non-finite loss with exit status 1.
+(see :mod:`trm_jax.train` for what a run does). Bad input (a config file that does not load, a
+--workdir that is a file, a work dir another run holds) stops with one sentence and exit status
+2; a non-finite loss with exit status 1; SIGINT / SIGTERM save a checkpoint, print where and the
+command that resumes, and exit with 130 / 143.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from ml_collections import config_flags
 
 from trm_jax import checkpoint as ckpt
 from trm_jax import config as config_lib
+from trm_jax import guards, train
 from trm_jax import sharding as shd
-from trm_jax import train
 from trm_jax.data.dataset import DatasetError
 
 BAD_INPUT = (
@@ -26,8 +28,31 @@ BAD_INPUT = (
     shd.MeshError,
     DatasetError,
     ckpt.CheckpointError,
+    guards.GuardError,
     FileNotFoundError,
 )
+
+
+def check_config_file(path: str) -> None:
+    """A config file that exists, is a file, imports, and defines get_config (ConfigError)."""
+    if not os.path.exists(path):
+        raise config_lib.ConfigError(f"Config file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise config_lib.ConfigError(f"Config file {path} is a directory, not a .py file.")
+    try:
+        module = config_lib.config_module(path)
+    except SyntaxError as e:
+        raise config_lib.ConfigError(
+            f"Config file {path} has a syntax error at line {e.lineno} ({e.msg})."
+        ) from None
+    except Exception as e:  # whatever the file raises while it is imported
+        raise config_lib.ConfigError(
+            f"Config file {path} fails to import ({type(e).__name__}: {e})."
+        ) from None
+    if not callable(getattr(module, "get_config", None)):
+        raise config_lib.ConfigError(
+            f"Config file {path} defines no get_config(); see configs/*.py for the layout."
+        )
 
 
 def _unknown_override(argv) -> str | None:
@@ -54,8 +79,9 @@ def parse(argv):
     flags.DEFINE_string("workdir", None, "Work dir for checkpoints and logs.", flag_values=fv)
     flags.DEFINE_bool("quiet", False, "No progress output.", flag_values=fv)
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if path and not os.path.exists(path):
-        raise config_lib.ConfigError(f"Config file {path} does not exist.")
+    if path:
+        check_config_file(path)
+    saved_argv, sys.argv = sys.argv, list(argv)  # config_flags reads overrides from sys.argv
     try:
         fv(argv)
     except Exception as e:  # absl / ml_collections raise many types for bad flags
@@ -63,12 +89,22 @@ def parse(argv):
         if unknown:
             raise config_lib.ConfigError(f"Unknown config key {unknown} (not in {path}).") from e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise config_lib.ConfigError(f"Bad command line: {msg}") from e
+        raise config_lib.ConfigError(f"Bad command line: {msg.rstrip('.')}.") from e
+    finally:
+        sys.argv = saved_argv
     if fv.config is None:
         raise config_lib.ConfigError("--config=configs/<name>.py is required.")
     if not fv.workdir:
         raise config_lib.ConfigError("--workdir=DIR is required.")
+    guards.check_output_dir(fv.workdir, "--workdir")
     return fv.config, fv.workdir, fv.quiet
+
+
+def _command(argv) -> str:
+    """The command line that resumes this run (the same one), quoted for a shell."""
+    import shlex
+
+    return "`" + shlex.join(["python", "-m", "trm_jax.train", *argv[1:]]) + "`"
 
 
 def summary(result: train.RunResult, workdir: str) -> str:
@@ -92,13 +128,19 @@ def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
         config, workdir, quiet = parse(argv)
-        result = train.run(config, workdir, verbose=not quiet)
+        result = train.run(config, workdir, verbose=not quiet, resume_hint=_command(argv))
     except BAD_INPUT as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except train.TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except train.Interrupted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:  # before the signal handlers were installed: nothing to save yet
+        print("Interrupted before training started; no checkpoint was saved.", file=sys.stderr)
+        return 130
     if jax.process_index() == 0:
         print(summary(result, workdir), flush=True)
     return 0
