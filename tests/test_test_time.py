@@ -183,7 +183,7 @@ def test_reference_settings_reproduce_evaluate_bit_for_bit(trm, batch):
     assert np.array_equal(np.asarray(choice.q_halt), np.asarray(outputs["q_halt_logits"]))
     n = trm.model_config.halt_max_steps
     assert int(iters) == n and np.asarray(steps).tolist() == [n] * batch["inputs"].shape[0]
-    preds, q = trm.rollout(batch)  # inference's fixed-halting rollout, every step
+    preds, _, _ = trm.rollout(batch)  # inference's fixed-halting rollout, every step
     assert np.array_equal(np.asarray(choice.answer), np.asarray(preds[-1]))
 
 

@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from trm_jax import tasks
 from trm_jax.model.config import ModelConfig
 
 __all__ = [
@@ -284,30 +285,19 @@ def select_first_halt(preds_NxKxBxL, q_halt_NxKxB, halts_NxKxB=None) -> Choice:
 
 
 def answer_check(task: str | None) -> Callable[[np.ndarray, np.ndarray], bool]:
-    """The rule check ``check(inputs_L, answer_L) -> bool`` of a task's tokens: Sudoku, a valid
-    grid that keeps the givens; maze, a shortest S-G path. (To be taken from ``trm_jax.tasks``
-    once it exists.) Raises SettingsError for a task without one (ARC)."""
-    from trm_jax import inference  # lazy: inference will import this module
+    """The rule check ``check(inputs_L, answer_L) -> bool`` of a task's tokens, from the task
+    record's :meth:`check` (:mod:`trm_jax.tasks`): Sudoku, a valid grid that keeps the givens;
+    maze, a shortest S-G path. Raises SettingsError for a task without one (ARC)."""
+    if task not in ANSWER_CHECK_TASKS:
+        raise SettingsError(
+            f"verify needs a task with a rule check (Sudoku or maze), not {task or 'unknown'}."
+        )
 
-    if task == "sudoku":
+    def check(inputs_L, answer_L):
+        record = tasks.named(task, int(np.asarray(inputs_L).size))
+        return bool(record.check(record.decode(inputs_L), record.decode(answer_L))[0])
 
-        def check(inputs_L, answer_L):
-            puzzle = np.asarray(inputs_L, np.int64).reshape(9, 9) - 1  # blank 1 -> 0
-            answer = np.asarray(answer_L, np.int64).reshape(9, 9) - 1
-            return inference.sudoku_is_solution(puzzle, answer)
-
-        return check
-    if task == "maze":
-        chars = np.array(["?"] + list("# SGo"))
-
-        def check(inputs_L, answer_L):
-            side = math.isqrt(np.asarray(inputs_L).size)
-            q = chars[np.clip(np.asarray(inputs_L), 0, 5)].reshape(side, side)
-            a = chars[np.clip(np.asarray(answer_L), 0, 5)].reshape(side, side)
-            return inference.maze_answer_report(q, a)[0]
-
-        return check
-    raise SettingsError(f"verify needs a task with a rule check (Sudoku or maze), not {task}.")
+    return check
 
 
 def verify_choice(
