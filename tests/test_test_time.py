@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests import _tiny_run
+from trm_jax import batching
 from trm_jax import rollout as ro
 from trm_jax import test_time as tt
 from trm_jax.data import pipeline
@@ -262,8 +263,10 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_plain_loop(trm, ba
     x, ids = batch["inputs"][:13], batch["puzzle_identifiers"][:13]
     v = _halting_variables(trm, x, ids)
     s = InferenceSettings(steps=5, samples=2, sigma=sigma, select="first_halt")
-    plain = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
-    stream = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True)
+    plain = batching.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
+    stream = batching.solve_many(
+        trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True
+    )
     assert stream.num_puzzles == 13 and len(set(stream.steps.tolist())) > 1
     assert np.array_equal(stream.steps, plain.steps)
     for rule in tt.SELECT_RULES:

@@ -7,7 +7,7 @@ which (step, trajectory) gives the answer (``select``), whether a task's rule ch
 the trajectories (``verify``) and the ``seed``. The defaults are the reference: N =
 ``halt_max_steps``, K = 1, no noise, the last step's answer. The rollout that runs them is
 :mod:`trm_jax.rollout` (one compiled program for every N, online tracking of every rule, early
-halting and continuous batching).
+halting) and :mod:`trm_jax.batching` (many puzzles, continuous batching).
 
 Selection rules, as pure functions of the full arrays (``select_last`` ...; the specification the
 online tracking is tested against):
@@ -20,15 +20,15 @@ online tracking is tested against):
 * ``first_halt``: the first step at which some trajectory's halting rule fires
   (:func:`trm_jax.act.wants_halt`: q_halt > 0 for TRM), the lowest such trajectory; if none
   ever halts, ``last``. With this rule a puzzle stops as soon as it is decided: a batch stops
-  when all its puzzles have (``rollout.rollout_batch``), and ``rollout.solve_many`` with
+  when all its puzzles have (``rollout.rollout_batch``), and ``batching.solve_many`` with
   ``continuous=True`` replaces a finished puzzle by the next one (the reference's training
   carry, used for inference).
 
 ``verify`` (Sudoku, maze) keeps the first trajectory, in order, whose answer passes the task's
 rule check (a callable ``check(inputs_L, answer_L) -> bool``); it uses knowledge outside the
-model, so it is returned apart (``rollout.Solutions.verified``), never as a model-only answer.
+model, so it is returned apart (``batching.Solutions.verified``), never as a model-only answer.
 
-For ARC, every trajectory votes: ``rollout.Solutions.trajectories[rule]`` holds each
+For ARC, every trajectory votes: ``batching.Solutions.trajectories[rule]`` holds each
 trajectory's answer and q_halt, to be added to :class:`trm_jax.arc_scoring.ArcVoter` one
 trajectory at a time.
 
