@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         "weights": "ema" if trm.use_ema else "raw",
         "note": args.note,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "command": shlex.join(["python", "scripts/test_time_sweep.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "scripts/test_time_sweep.py", *args.argv]),
         "total_wall_s": time.perf_counter() - t_start,
         "rows": rows,
     }
@@ -400,6 +400,7 @@ def write_results(res: dict, out: str) -> tuple[Path, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from trm_jax.checkpoint import CheckpointError
     from trm_jax.data.dataset import DatasetError
     from trm_jax.evaluate import EvalError

@@ -271,3 +271,96 @@ def solve_many(
         net_applications_per_step=net_applications_per_step(model.cfg),
         continuous=continuous,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A dataset split under inference settings (``python -m trm_jax.evaluate --samples ...``)
+
+
+def load_split(data_dir: str, split: str, max_examples: int = 0):
+    """(inputs [P, L], labels [P, L], puzzle ids [P], example index [P]) of the first
+    ``max_examples`` examples of a split (0: all), on one process."""
+    from trm_jax.data import pipeline  # lazy: keeps this module free of the data pipeline
+
+    parts: list = [[], [], [], []]
+    n = 0
+    for b in pipeline.eval_batches(data_dir, global_batch_size=256, split=split):
+        keep = np.flatnonzero(b["valid"])
+        for dst, k in zip(parts, ("inputs", "labels", "puzzle_identifiers", "example_index")):
+            dst.append(np.asarray(b[k])[keep])
+        n += keep.size
+        if max_examples and n >= max_examples:
+            break
+    out = [np.concatenate(p).astype(np.int32) for p in parts]
+    m = max_examples or out[0].shape[0]
+    return tuple(a[:m] for a in out)
+
+
+def score_split(
+    trm,
+    data_dir: str,
+    split: str,
+    settings: tt.InferenceSettings,
+    *,
+    batch_size: int,
+    max_examples: int = 0,
+    voter=None,
+    progress=None,
+) -> tuple[dict, dict, Solutions]:
+    """Score a split of a loaded model ``trm`` under ``settings``: ``(metrics, predictions,
+    solutions)``. Metrics as the reference's evaluation names them (``exact_accuracy``,
+    ``accuracy``, ``q_halt_accuracy`` of the selected answer, ``steps`` run per puzzle, ``count``)
+    plus ``exact_accuracy_verify`` with ``verify``, ``puzzles_per_second`` and
+    ``net_applications_per_puzzle``. ``batch_size`` rows per batch: ``batch_size // K`` puzzles;
+    continuous batching with ``first_halt``. ``voter`` (ARC) receives every trajectory's answer."""
+    if jax.process_count() > 1:
+        raise tt.SettingsError("test-time settings are scored on one process; run without them.")
+    settings = settings.for_task(trm.task)
+    x, y, ids, index = load_split(data_dir, split, max_examples)
+    check = tt.answer_check(trm.task) if settings.verify else None
+    sol = solve_many(
+        trm.model,
+        trm.variables,
+        trm.puzzle_table,
+        x,
+        ids,
+        settings,
+        batch_size=max(1, batch_size // settings.samples),
+        continuous=settings.stops_early,
+        check=check,
+        progress=progress,
+    )
+    choice = sol.choices[settings.select]
+    mask = y != -100
+    valid = mask.any(axis=1)
+    count = max(int(valid.sum()), 1)
+    per_row = np.maximum(mask.sum(axis=1), 1)
+
+    def exact(answers):
+        return ((answers == y) | ~mask).all(axis=1) & valid
+
+    correct = exact(choice.answer)
+    metrics = {
+        "exact_accuracy": float(correct.sum() / count),
+        "accuracy": float((((choice.answer == y) & mask).sum(1) / per_row)[valid].sum() / count),
+        "q_halt_accuracy": float(((choice.q_halt >= 0) == correct)[valid].sum() / count),
+        "steps": float(sol.steps[valid].mean()) if valid.any() else 0.0,
+        "count": float(valid.sum()),
+        "puzzles_per_second": sol.puzzles_per_second,
+        "net_applications_per_puzzle": sol.net_applications_per_puzzle,
+    }
+    if sol.verified is not None:
+        metrics["exact_accuracy_verify"] = float(
+            exact(sol.verified[settings.select][0]).sum() / count
+        )
+    if voter is not None:  # every trajectory votes, next to the augmentation votes
+        answers_KxPxL, q_KxP = sol.trajectories[settings.select]
+        for k in range(settings.samples):
+            voter.add_batch(x, ids, q_KxP[k], answers_KxPxL[k])
+    predictions = {
+        "example_index": index,
+        "preds": choice.answer.astype(np.int16),
+        "q_halt_logits": choice.q_halt.astype(np.float32),
+        "steps": sol.steps.astype(np.int32),
+    }
+    return metrics, predictions, sol

@@ -34,8 +34,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from trm_jax import batching, inference
 from trm_jax import checkpoint as ckpt
-from trm_jax import inference
 from trm_jax import sharding as shd
 from trm_jax.arc_scoring import ArcVoter
 from trm_jax.checkpoint import CheckpointError
@@ -44,6 +44,12 @@ from trm_jax.data import pipeline
 from trm_jax.data.dataset import DatasetError
 from trm_jax.fileio import write_json, write_npz
 from trm_jax.progress import Progress
+from trm_jax.test_time import (
+    InferenceSettings,
+    SettingsError,
+    add_settings_arguments,
+    settings_from_args,
+)
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 METRIC_ORDER = (
@@ -54,6 +60,9 @@ METRIC_ORDER = (
     "lm_loss",
     "q_halt_loss",
 )
+
+# Next to the accuracy: the verified accuracy (own column, never the headline) and the cost.
+COST_COLUMNS = ("exact_accuracy_verify", "puzzles_per_second", "net_applications_per_puzzle")
 
 
 class EvalError(ValueError):
@@ -225,6 +234,43 @@ def evaluate_split(
     )
 
 
+def evaluate_settings(
+    trm,
+    data_dir: str,
+    split: str,
+    settings: InferenceSettings,
+    *,
+    batch_size: int,
+    max_examples: int = 0,
+    voter=None,
+    keep_predictions: bool = False,
+    progress_label: str | None = None,
+) -> SplitResult:
+    """A split under test-time ``settings`` (:func:`trm_jax.batching.score_split`: K
+    trajectories, noise, selection, ``verify`` in its own metric; continuous batching with
+    ``first_halt``), with the metrics of :func:`evaluate_split` and what they cost
+    (``puzzles_per_second``, ``net_applications_per_puzzle``)."""
+    meta = check_dataset(trm.info, data_dir, split, int(trm.puzzle_table.shape[0]))
+    total = meta.num_examples if not max_examples else min(meta.num_examples, max_examples)
+    progress = Progress(
+        progress_label or "settings", total, unit="puzzles", enabled=progress_label is not None
+    )
+    t0 = time.time()
+    metrics, predictions, sol = batching.score_split(
+        trm,
+        data_dir,
+        split,
+        settings,
+        batch_size=batch_size,
+        max_examples=max_examples,
+        voter=voter,
+        progress=progress,
+    )
+    label = settings.label(trm.model_config)
+    kept = predictions if keep_predictions else None
+    return SplitResult(trm.step, label, metrics, sol.num_puzzles, time.time() - t0, voter, kept)
+
+
 def arc_references(data_dir: str, split: str):
     """``(identifiers, test_puzzles)`` for scoring an ARC test split with the voting of §6, or
     None when ``split`` of ``data_dir`` is not one."""
@@ -266,6 +312,7 @@ def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
     cols += list(METRIC_ORDER)
     if is_arc:
         cols += [f"ARC/pass@{k}" for k in PASS_KS if k != 2]
+    cols += [c for c in COST_COLUMNS if any(c in r for r in rows)]
     head = ["halting"] + [("mean steps" if c == "steps" else c) for c in cols]
     lines = [head]
     for r in rows:
@@ -276,6 +323,8 @@ def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
                 cells.append("-")
             elif c == "steps":
                 cells.append(f"{v:.2f}/{halt_max_steps}")
+            elif c in COST_COLUMNS[1:]:
+                cells.append(f"{v:.1f}")
             else:
                 cells.append(f"{v:.4f}")
         lines.append(cells)
@@ -318,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-preds", action="store_true", help="also write predictions.npz")
     p.add_argument("--out", default=None, help="results directory (default: DIR/eval)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_settings_arguments(p)  # test-time compute; non-default settings score via batching
     return p
 
 
@@ -337,6 +387,12 @@ def run(args: argparse.Namespace) -> dict:
         raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.max_examples < 0:
         raise EvalError(f"--max-examples must be >= 0, got {args.max_examples}.")
+    settings = settings_from_args(args)
+    if not settings.is_default and args.halting != "fixed":
+        raise EvalError(
+            "--halting adaptive is the reference's rule; with test-time settings, "
+            "use --select first_halt."
+        )
     source = args.workdir or args.checkpoint
     steps = None
     if args.ensemble:
@@ -369,6 +425,8 @@ def run(args: argparse.Namespace) -> dict:
     )
     identifiers, test_puzzles = arc_references(data_dir, split) if is_arc else (None, None)
     modes = ["fixed", "adaptive"] if args.halting == "both" else [args.halting]
+    if not settings.is_default:  # one mode named by its settings
+        modes = [settings.for_task(meta.task).slug(first.model_config)]
     out_root = Path(args.out) if args.out else first.workdir / "eval"
     name = f"ensemble_{'+'.join(map(str, steps))}" if steps else f"step_{first.step}"
     verbose = not args.quiet
@@ -386,17 +444,20 @@ def run(args: argparse.Namespace) -> dict:
         per_step[s] = {}
         for mode in modes:
             voter = ArcVoter(identifiers) if is_arc else None
-            per_step[s][mode] = evaluate_split(
-                trm,
-                data_dir,
-                split,
-                adaptive=mode == "adaptive",
+            common = dict(
                 batch_size=batch_size,
                 max_examples=args.max_examples,
                 voter=voter,
                 keep_predictions=args.save_preds,
                 progress_label=f"step {s} {mode}" if verbose else None,
             )
+            if settings.is_default:  # today's evaluation (the reference)
+                split_result = evaluate_split(
+                    trm, data_dir, split, adaptive=mode == "adaptive", **common
+                )
+            else:
+                split_result = evaluate_settings(trm, data_dir, split, settings, **common)
+            per_step[s][mode] = split_result
         weights = "ema" if trm.use_ema else "raw"
         halt_max_steps = trm.model_config.halt_max_steps
 
@@ -433,6 +494,17 @@ def run(args: argparse.Namespace) -> dict:
             "per_checkpoint": per_checkpoint,
             "seconds": sum(r.seconds for r in runs),
         }
+        if settings.is_default:  # what the reference's evaluation costs (all N steps, every row)
+            padded = -(-record["examples"] // batch_size) * batch_size
+            net = halt_max_steps * first.model_config.net_applications
+            record["cost"] = {
+                "puzzles_per_second": record["examples"] / max(record["seconds"], 1e-9),
+                "net_applications_per_puzzle": net * padded / max(record["examples"], 1),
+            }
+        else:
+            record["settings"] = dict(
+                dataclasses.asdict(settings), label=settings.label(first.model_config)
+            )
         write_json(out_dir / "metrics.json", record)
         if submission is not None:
             write_json(out_dir / "submission.json", submission)
@@ -448,7 +520,10 @@ def run(args: argparse.Namespace) -> dict:
 def report(results: dict) -> str:
     first = next(iter(results.values()))
     is_arc = first["headline"]["metric"].startswith("ARC")
-    rows = [dict(label=mode, **r["metrics"]) for mode, r in results.items()]
+    rows = [
+        dict(label=r.get("settings", {}).get("label", mode), **r["metrics"], **r.get("cost", {}))
+        for mode, r in results.items()
+    ]
     where = first["checkpoint"] or f"{first['workdir']} steps {first['steps']} (ARC votes pooled)"
     lines = [
         f"{where} ({first['weights']} weights) on {first['dataset']} split {first['split']}: "
@@ -471,7 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results = run(args)
-    except (CheckpointError, DatasetError, EvalError, shd.MeshError, FileNotFoundError) as e:
+    except (
+        CheckpointError,
+        DatasetError,
+        EvalError,
+        SettingsError,
+        shd.MeshError,
+        FileNotFoundError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report(results), flush=True)

@@ -63,6 +63,7 @@ __all__ = [
     "add_settings_arguments",
     "answer_check",
     "settings_from_args",
+    "settings_with",
     "verify_choice",
 ]
 
@@ -114,6 +115,11 @@ class InferenceSettings:
         if not _is_int(self.seed):
             raise SettingsError(f"seed must be an integer, got {self.seed!r}.")
 
+    @property
+    def is_default(self) -> bool:
+        """Whether every field is at its default (the reference's evaluation, as given)."""
+        return self == InferenceSettings()
+
     def num_steps(self, cfg: ModelConfig) -> int:
         """N: ``steps``, or the model's ``halt_max_steps`` when unset."""
         return int(self.steps) if self.steps is not None else int(cfg.halt_max_steps)
@@ -131,6 +137,10 @@ class InferenceSettings:
             )
         return self
 
+    def slug(self, cfg: ModelConfig) -> str:
+        """A file-name form of the settings: ``vote16_K4_sigma0.1_seed0`` (``_verify``)."""
+        return _slug(self, cfg)
+
     def label(self, cfg: ModelConfig | None = None) -> str:
         """A short name: ``q_halt@16 K=4 sigma=0.1`` (the steps as given, or N if ``cfg``)."""
         n = self.num_steps(cfg) if cfg is not None else (self.steps or "N_sup")
@@ -140,6 +150,25 @@ class InferenceSettings:
         if self.sigma > 0:
             text += f" sigma={self.sigma:g}"
         return text + (" +verify" if self.verify else "")
+
+
+def settings_with(settings: InferenceSettings | None = None, **overrides) -> InferenceSettings:
+    """``settings`` (default: the reference) with keyword ``overrides`` (``steps=32``,
+    ``samples=4`` ...); an unknown name or a bad value raises SettingsError (one sentence)."""
+    if settings is not None and not isinstance(settings, InferenceSettings):
+        raise SettingsError(
+            f"settings must be an InferenceSettings, got {type(settings).__name__}."
+        )
+    names = [f.name for f in dataclasses.fields(InferenceSettings)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise SettingsError(f"unknown inference setting {unknown[0]!r}; the settings are {names}.")
+    return dataclasses.replace(settings or InferenceSettings(), **overrides)
+
+
+def _slug(s: InferenceSettings, cfg: ModelConfig) -> str:
+    text = f"{s.select}{s.num_steps(cfg)}_K{s.samples}_sigma{s.sigma:g}_seed{s.seed}"
+    return text + ("_verify" if s.verify else "")
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
