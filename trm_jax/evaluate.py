@@ -16,8 +16,16 @@ Results are printed as a table and written to ``DIR/eval/step_<N>/<split>_<halti
 (``metrics.json``, and ``submission.json`` for ARC, ``predictions.npz`` with ``--save-preds``);
 orbax owns the checkpoint directories, so nothing is written inside them.
 
-Bad input (missing or foreign checkpoint, a dataset that does not fit the model) stops with one
-sentence and exit status 2.
+Test-time compute (``--steps N --samples K --sigma S --select last|q_halt|vote|first_halt
+--verify --seed``, :mod:`trm_jax.test_time`): any non-default setting scores the split through
+:func:`trm_jax.batching.score_split` (K trajectories per puzzle, continuous batching with
+``first_halt``; ARC: every trajectory votes next to the augmentations) into
+``DIR/eval/step_<N>/<split>_<settings>/``, with ``exact_accuracy_verify`` in its own column (never
+the headline) and puzzles/s and net applications per puzzle next to the accuracy. The defaults
+keep the reference path above.
+
+Bad input (missing or foreign checkpoint, a dataset that does not fit the model, settings that
+cannot work) stops with one sentence and exit status 2.
 """
 
 from __future__ import annotations

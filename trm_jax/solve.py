@@ -17,6 +17,10 @@ expected output when the file has one. ``--trace`` prints the decoded prediction
 each step; ``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>`` before its
 extension when there are several puzzles).
 
+Test-time settings (``--steps --samples --sigma --select --verify --seed``, as in
+``trm_jax.evaluate``) answer through :func:`trm_jax.batching.solve_many`; ``--verify`` prints the
+first trajectory that passes the rule check apart from the model's answer.
+
 ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
 task not seen in training gets the blank row 0, with a warning (expect a poor answer).
 Puzzles run in batches of ``--batch-size`` (default: the number of puzzles, at most the run's
