@@ -8,7 +8,6 @@
     answer, trace = trm.solve(puzzle, halting="adaptive", trace=True)
     answer = trm.solve(puzzle, samples=4, sigma=0.1, select="vote")   # test-time compute
     answers = trm.solve_many(puzzles, settings=InferenceSettings(steps=32), batch_size=64)
-    # InferenceSettings: trm_jax.test_time; trm.export needs only JAX to load (README)
     trm.export("sudoku.jaxexport", batch_size=8, settings=InferenceSettings(select="q_halt"))
     trace.predictions[k], trace.q_halt[k]      # decoded z_H prediction, q_halt after step k+1
     carry = trm.initial_carry(batch); carry, out, loss, metrics = trm.act_step(carry, batch)
@@ -419,8 +418,8 @@ class TRM:
         return (grids, sol) if details else grids
 
     def export(self, out, batch_size: int = 1, settings=None, **setting_overrides):
-        """Write the solver with its weights and ``settings`` as a ``jax.export`` artifact
-        (:func:`trm_jax.export.export`; loading it needs only JAX). Returns its path."""
+        """Write the solver, weights and ``settings`` as a ``jax.export`` artifact that loads with
+        JAX alone (:func:`trm_jax.export.export`); returns its path."""
         from trm_jax import export  # lazy: keeps ``import trm_jax`` light
 
         s = tt.settings_with(settings, **setting_overrides)
