@@ -132,8 +132,7 @@ def exact(answers_PxL: np.ndarray, labels_PxL: np.ndarray) -> tuple[float, float
 
 
 def run(args: argparse.Namespace) -> dict:
-    from trm_jax import inference
-    from trm_jax import rollout as ro
+    from trm_jax import batching, inference
     from trm_jax import test_time as tt
     from trm_jax.evaluate import check_dataset
 
@@ -181,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         B = -(-P // -(-P // most))  # as many batches as needed, as evenly filled as possible
         key = (settings.samples, settings.sigma > 0, settings.stops_early, continuous, B)
         if key not in warmed:  # compile outside the timed run (N is traced: once per key)
-            ro.solve_many(
+            batching.solve_many(
                 trm.model,
                 trm.variables,
                 trm.puzzle_table,
@@ -192,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
                 continuous=continuous,
             )
             warmed.add(key)
-        return ro.solve_many(
+        return batching.solve_many(
             trm.model,
             trm.variables,
             trm.puzzle_table,
@@ -253,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         "weights": "ema" if trm.use_ema else "raw",
         "note": args.note,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "command": shlex.join(["python", "scripts/test_time_sweep.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "scripts/test_time_sweep.py", *args.argv]),
         "total_wall_s": time.perf_counter() - t_start,
         "rows": rows,
     }
@@ -401,6 +400,7 @@ def write_results(res: dict, out: str) -> tuple[Path, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from trm_jax.checkpoint import CheckpointError
     from trm_jax.data.dataset import DatasetError
     from trm_jax.evaluate import EvalError

@@ -42,6 +42,56 @@ def test_fixed_halting_reproduces_the_training_runs_evaluation(tiny, both):
     assert m["steps"] == tiny["config"].model.halt_max_steps
 
 
+def test_test_time_settings_score_through_the_rollout(tiny, both, tmp_path, capsys):
+    """--steps N_sup (the reference, given as a setting) goes through batching.solve_many and
+    predicts what the reference path predicts; K = 2 noisy trajectories with --verify report
+    verify in its own column, puzzles/s and net applications per puzzle next to the accuracy."""
+    N, step = tiny["config"].model.halt_max_steps, tiny["result"].step
+    base = ["--workdir", str(tiny["workdir"]), "--quiet", "--out", str(tmp_path)]
+    assert evaluate.main(base + ["--steps", str(N), "--save-preds"]) == 0
+    out_dir = tmp_path / f"step_{step}" / f"test_last{N}_K1_sigma0_seed0"
+    rec = json.loads((out_dir / "metrics.json").read_text())
+    assert rec["settings"]["label"] == f"last@{N}" and rec["examples"] == 24
+    for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
+        assert rec["metrics"][k] == pytest.approx(both["fixed"]["metrics"][k], abs=1e-6), k
+    ref = np.load(both["base"] / "test_fixed" / "predictions.npz")
+    got = np.load(out_dir / "predictions.npz")
+    np.testing.assert_array_equal(got["preds"], ref["preds"])
+    np.testing.assert_array_equal(got["example_index"], ref["example_index"])
+    capsys.readouterr()
+    tuned = ["--samples", "2", "--sigma", "0.1", "--select", "vote", "--verify"]
+    assert evaluate.main(base + tuned) == 0
+    out = capsys.readouterr().out
+    assert f"vote@{N} K=2 sigma=0.1 +verify" in out
+    assert "exact_accuracy_verify" in out and "puzzles_per_second" in out
+    assert "net_applications_per_puzzle" in out
+    rec = json.loads(
+        (tmp_path / f"step_{step}" / f"test_vote{N}_K2_sigma0.1_seed0_verify" / "metrics.json")
+        .read_text()
+    )  # fmt: skip
+    m = rec["metrics"]
+    assert 0.0 <= m["exact_accuracy_verify"] <= 1.0 and m["puzzles_per_second"] > 0
+    c = tiny["config"].model
+    assert m["net_applications_per_puzzle"] >= 2 * N * c.H_cycles * (c.L_cycles + 1)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--samples", "0"], "samples must be an integer >= 1"),
+        (["--sigma", "-1"], "sigma must be a finite number >= 0"),
+        (["--steps", "0"], "steps must be an integer >= 1"),
+        (["--select", "best"], "select must be one of"),
+        (["--samples", "2", "--sigma", "0.1", "--halting", "adaptive"], "--select first_halt"),
+    ],
+)
+def test_bad_test_time_settings_exit_2_with_one_sentence(tiny, capsys, extra, words):
+    assert evaluate.main(["--workdir", str(tiny["workdir"]), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_adaptive_halting_uses_no_more_steps_than_fixed(both):
     fixed, adaptive = both["fixed"]["metrics"], both["adaptive"]["metrics"]
     assert 1 <= adaptive["steps"] <= fixed["steps"]
@@ -161,6 +211,12 @@ def test_arc_scoring_submission_and_explicit_ensemble(tmp_path_factory):
     assert ens["per_checkpoint"][str(steps[-1])]["ARC/pass@2"] == pytest.approx(
         single["metrics"]["ARC/pass@2"]
     )
+    # Test-time settings: every trajectory votes next to the augmentations; verify is refused.
+    tuned = ["--workdir", str(workdir), "--quiet", "--samples", "2", "--sigma", "0.3"]
+    assert evaluate.main(tuned) == 0
+    out = workdir / "eval" / f"step_{steps[-1]}" / "test_last2_K2_sigma0.3_seed0"
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["metrics"]["ARC/pass@2"] <= 1.0
+    assert evaluate.main(tuned + ["--verify"]) == 2
 
 
 def test_max_examples_drops_the_rest_from_every_sum(tiny):

@@ -40,7 +40,7 @@ def trm(tiny):
 def test_exported_solver_in_a_fresh_process_answers_as_the_rollout(tiny, trm, tmp_path):
     B = 4
     settings = InferenceSettings(steps=4, samples=2, sigma=0.3, select="vote", seed=5)
-    path = ex.export(trm, tmp_path / "solver.jaxexport", B, settings)
+    path = trm.export(tmp_path / "solver.jaxexport", B, settings)  # the notebook API
     meta = json.loads((tmp_path / "solver.jaxexport.json").read_text())
     assert meta["batch_size"] == B and meta["settings"]["select"] == "vote"
     assert meta["settings"]["steps"] == 4 and meta["task"] == "sudoku"
@@ -87,24 +87,21 @@ def test_verify_and_bad_batch_sizes_are_refused(trm, tmp_path):
         (["--batch-size", "0"], "--batch-size must be >= 1"),
     ],
 )
-def test_cli_bad_arguments_exit_2_with_one_sentence(tiny, tmp_path, extra, words):
-    r = _tiny_run.run_cli(
-        "trm_jax.export", "--workdir", tiny["workdir"], "--out", tmp_path / "x", *extra
-    )
-    assert r.returncode == 2, r.stderr
-    assert words in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_cli_bad_arguments_exit_2_with_one_sentence(tiny, tmp_path, capsys, extra, words):
+    # In-process (ex.main returns the exit status): one JAX start for the whole file.
+    assert ex.main(["--workdir", str(tiny["workdir"]), "--out", str(tmp_path / "x"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_missing_checkpoint_exits_2(tmp_path):
-    r = _tiny_run.run_cli("trm_jax.export", "--workdir", tmp_path / "nope", "--out", tmp_path / "x")
-    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+def test_cli_missing_checkpoint_exits_2(tmp_path, capsys):
+    assert ex.main(["--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
 
 
 def test_cli_writes_the_artifact(tiny, tmp_path):
     out = tmp_path / "s.jaxexport"
-    r = _tiny_run.run_cli(
-        "trm_jax.export", "--workdir", tiny["workdir"], "--out", out, "--batch-size", "2"
-    )
-    assert r.returncode == 0, r.stderr
+    assert ex.main(["--workdir", str(tiny["workdir"]), "--out", str(out), "--batch-size", "2"]) == 0
     assert out.stat().st_size > 0 and (tmp_path / "s.jaxexport.json").is_file()

@@ -111,6 +111,32 @@ def test_solve_trace_has_one_frame_per_step_and_the_answer_is_the_halting_frame(
     assert np.all((trace.halt_probability > 0) & (trace.halt_probability < 1))
 
 
+def test_solve_with_test_time_settings(tiny, trm, tmp_path):
+    from trm_jax.test_time import InferenceSettings, SettingsError
+
+    inputs = np.load(tiny["data"] / "test" / "all__inputs.npy")
+    puzzles = ["".join("." if t == 1 else str(int(t) - 1) for t in x) for x in inputs[:3]]
+    N = trm.model_config.halt_max_steps
+    # The reference given as settings is the reference; keywords and objects agree.
+    np.testing.assert_array_equal(trm.solve(puzzles[0], steps=N), trm.solve(puzzles[0]))
+    s = InferenceSettings(samples=2, sigma=0.3, select="vote", seed=4)
+    a = trm.solve_many(puzzles, settings=s)
+    b = trm.solve_many(puzzles, samples=2, sigma=0.3, select="vote", seed=4)
+    assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))  # same seed
+    # Noise is keyed by the position in the call: the first puzzle alone, in the same batch shape.
+    np.testing.assert_array_equal(trm.solve(puzzles[0], settings=s, batch_size=3), a[0])
+    grids, sol = trm.solve_many(puzzles, samples=2, sigma=0.3, verify=True, details=True)
+    assert sol.verified is not None and sol.num_puzzles == 3 and len(grids) == 3
+    for bad, words in (
+        ({"samples": 0}, "samples must be an integer >= 1"),
+        ({"sigma": -1.0}, "sigma must be a finite number >= 0"),
+        ({"bogus": 1}, "unknown inference setting 'bogus'"),
+        ({"steps": 2, "trace": True}, "use select='first_halt'"),
+    ):
+        with pytest.raises(SettingsError, match=words):
+            trm.solve(puzzles[0], **bad)
+
+
 def test_halt_steps_fixed_and_adaptive(trm):
     q = np.array([[-1.0, 0.5, -2.0], [0.3, 2.0, -1.0], [1.0, -1.0, -3.0]])  # [N=3, B=3]
     halts = trm.halts(q, np.zeros_like(q))  # a TRM halts on q_halt > 0

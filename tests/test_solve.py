@@ -107,6 +107,44 @@ def test_trace_png_and_several_puzzles_from_a_file(tiny, trm, tmp_path):
         assert 200 < height < width < 2500 and 10_000 < len(data) < 2_000_000
 
 
+def test_test_time_settings_in_solve(tiny, trm, tmp_path, capsys):
+    from trm_jax import solve
+
+    inputs = np.load(tiny["data"] / "test" / "all__inputs.npy")
+    N = trm.model_config.halt_max_steps
+    w = ["--workdir", str(tiny["workdir"])]
+    # The reference given as a setting answers as the reference path does.
+    assert solve.main(w + ["--sudoku", _as_string(inputs[2]), "--steps", str(N)]) == 0
+    out = capsys.readouterr().out
+    expected = "".join(str(int(d)) if d else "." for d in trm.solve(_as_string(inputs[2])).ravel())
+    assert _answer_line(out) == expected and f"last@{N}" in out
+    f = tmp_path / "puzzles.txt"
+    f.write_text("\n".join(_as_string(x) for x in inputs[:3]) + "\n")
+    tuned = ["--samples", "2", "--sigma", "0.2", "--select", "vote", "--verify"]
+    assert solve.main(w + ["--file", str(f)] + tuned) == 0
+    out = capsys.readouterr().out
+    assert out.count("answer from step") == 3 and out.count("verify: ") == 3
+    assert "puzzles/s" in out and "net applications per puzzle" in out
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--samples", "0"], "samples must be an integer >= 1"),
+        (["--sigma", "-0.5"], "sigma must be a finite number >= 0"),
+        (["--steps", "0"], "steps must be an integer >= 1"),
+        (["--samples", "2", "--sigma", "0.1", "--trace"], "use --select first_halt"),
+    ],
+)
+def test_bad_test_time_settings_exit_2(tiny, capsys, extra, words):
+    from trm_jax import solve
+
+    assert solve.main(["--workdir", str(tiny["workdir"]), "--sudoku", "." * 81, *extra]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and words in captured.err, captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+
 def test_viz_draws_maze_and_arc_frames(tmp_path):
     from trm_jax import viz
 
@@ -168,6 +206,12 @@ def test_every_bad_input_is_one_line_and_exit_2(tiny, tmp_path):
 def test_arc_task_seen_and_unseen(tmp_path_factory, tmp_path):
     arc = _tiny_run.arc(tmp_path_factory)
     seen = {"b0000000": arc["tasks"]["b0000000"]}
+    (tmp_path / "seen_v.json").write_text(json.dumps(seen))
+    r = _tiny_run.run_cli(
+        "trm_jax.solve", "--workdir", arc["workdir"], "--arc-task", tmp_path / "seen_v.json",
+        "--verify",
+    )  # fmt: skip
+    assert r.returncode == 2 and "verify needs a task with a rule check" in r.stderr
     unseen = {"zzzz": arc["tasks"]["b0000001"]}
     for name, task in (("seen", seen), ("unseen", unseen)):
         (tmp_path / f"{name}.json").write_text(json.dumps(task))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests import _tiny_run
+from trm_jax import batching
 from trm_jax import rollout as ro
 from trm_jax import test_time as tt
 from trm_jax.data import pipeline
@@ -183,7 +184,7 @@ def test_reference_settings_reproduce_evaluate_bit_for_bit(trm, batch):
     assert np.array_equal(np.asarray(choice.q_halt), np.asarray(outputs["q_halt_logits"]))
     n = trm.model_config.halt_max_steps
     assert int(iters) == n and np.asarray(steps).tolist() == [n] * batch["inputs"].shape[0]
-    preds, q = trm.rollout(batch)  # inference's fixed-halting rollout, every step
+    preds, _, _ = trm.rollout(batch)  # inference's fixed-halting rollout, every step
     assert np.array_equal(np.asarray(choice.answer), np.asarray(preds[-1]))
 
 
@@ -262,8 +263,10 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_plain_loop(trm, ba
     x, ids = batch["inputs"][:13], batch["puzzle_identifiers"][:13]
     v = _halting_variables(trm, x, ids)
     s = InferenceSettings(steps=5, samples=2, sigma=sigma, select="first_halt")
-    plain = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
-    stream = ro.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True)
+    plain = batching.solve_many(trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4)
+    stream = batching.solve_many(
+        trm.model, v, trm.puzzle_table, x, ids, s, batch_size=4, continuous=True
+    )
     assert stream.num_puzzles == 13 and len(set(stream.steps.tolist())) > 1
     assert np.array_equal(stream.steps, plain.steps)
     for rule in tt.SELECT_RULES:
@@ -279,18 +282,19 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_plain_loop(trm, ba
 
 
 def test_sweep_writes_table_plot_and_json(tiny, tmp_path):
+    from scripts import test_time_sweep as sweep
+
     out = tmp_path / "ttc"
-    args = ["--workdir", tiny["workdir"], "--max-examples", "6", "--steps", "2"]
-    args += ["--samples", "1,2", "--sigmas", "0,0.5", "--out", out, "--name", "tiny", "--quiet"]
-    r = _tiny_run.run_cli("scripts.test_time_sweep", *args, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    args = ["--workdir", str(tiny["workdir"]), "--max-examples", "4", "--steps", "2"]
+    args += ["--samples", "2", "--sigmas", "0,0.5", "--out", str(out), "--name", "tiny"]
+    assert sweep.main(args + ["--quiet"]) == 0  # in-process: no second JAX start
     res = json.loads((tmp_path / "ttc.json").read_text())["tiny"]
     configs = {(row["samples"], row["sigma"]) for row in res["rows"]}
-    assert configs == {(1, 0.0), (1, 0.5), (2, 0.5)}  # no K=2 without noise (identical copies)
+    assert configs == {(2, 0.5)}  # no K=2 without noise (identical copies)
     modes = {(row["select"], row["mode"]) for row in res["rows"]}
     assert ("first_halt", "continuous") in modes and ("vote", "plain, shared rollout") in modes
     for row in res["rows"]:
-        assert row["puzzles"] == 6 and row["wall_s"] > 0
+        assert row["puzzles"] == 4 and row["wall_s"] > 0
         assert row["exact_accuracy_verify"] is not None
         if row["mode"] == "plain, shared rollout":
             per_puzzle = row["steps"] * row["samples"] * res["net_applications_per_step"]
@@ -300,16 +304,18 @@ def test_sweep_writes_table_plot_and_json(tiny, tmp_path):
     assert (tmp_path / "ttc-tiny.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_sweep_bad_arguments_exit_2(tiny, tmp_path):
+def test_sweep_bad_arguments_exit_2(tiny, tmp_path, capsys):
+    from scripts import test_time_sweep as sweep
+
     for extra, words in (
         (["--samples", "0"], "--samples needs integers >= 1"),
         (["--sigmas", "-1"], "--sigmas needs numbers >= 0"),
         (["--select", "best"], "--select takes rules from"),
     ):
-        r = _tiny_run.run_cli(
-            "scripts.test_time_sweep", "--workdir", tiny["workdir"], "--out", tmp_path / "x", *extra
-        )
-        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+        args = ["--workdir", str(tiny["workdir"]), "--out", str(tmp_path / "x"), *extra]
+        assert sweep.main(args) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_answer_checks_of_sudoku_and_maze(batch):

@@ -16,6 +16,14 @@ Results are printed as a table and written to ``DIR/eval/step_<N>/<split>_<halti
 (``metrics.json``, and ``submission.json`` for ARC, ``predictions.npz`` with ``--save-preds``);
 orbax owns the checkpoint directories, so nothing is written inside them.
 
+Test-time compute (``--steps N --samples K --sigma S --select last|q_halt|vote|first_halt
+--verify --seed``, :mod:`trm_jax.test_time`): any non-default setting scores the split through
+:func:`trm_jax.batching.score_split` (K trajectories per puzzle, continuous batching with
+``first_halt``; ARC: every trajectory votes next to the augmentations) into
+``DIR/eval/step_<N>/<split>_<settings>/``, with ``exact_accuracy_verify`` in its own column (never
+the headline) and puzzles/s and net applications per puzzle next to the accuracy. The defaults
+keep the reference path above.
+
 Bad input (missing or foreign checkpoint, a dataset that does not fit the model) stops with one
 sentence and exit status 2. The command line is :mod:`trm_jax.evaluate_cli`; this module is the
 evaluation (:func:`score`, :func:`evaluate_split`) and its output format.
@@ -33,11 +41,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from trm_jax import batching
 from trm_jax import sharding as shd
 from trm_jax.arc_scoring import ArcVoter
 from trm_jax.data import dataset as ds
 from trm_jax.data import pipeline
 from trm_jax.progress import Progress
+from trm_jax.test_time import (
+    InferenceSettings,
+)
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 METRIC_ORDER = (
@@ -48,6 +60,9 @@ METRIC_ORDER = (
     "lm_loss",
     "q_halt_loss",
 )
+
+# Next to the accuracy: the verified accuracy (own column, never the headline) and the cost.
+COST_COLUMNS = ("exact_accuracy_verify", "puzzles_per_second", "net_applications_per_puzzle")
 
 
 class EvalError(ValueError):
@@ -219,6 +234,43 @@ def evaluate_split(
     )
 
 
+def evaluate_settings(
+    trm,
+    data_dir: str,
+    split: str,
+    settings: InferenceSettings,
+    *,
+    batch_size: int,
+    max_examples: int = 0,
+    voter=None,
+    keep_predictions: bool = False,
+    progress_label: str | None = None,
+) -> SplitResult:
+    """A split under test-time ``settings`` (:func:`trm_jax.batching.score_split`: K
+    trajectories, noise, selection, ``verify`` in its own metric; continuous batching with
+    ``first_halt``), with the metrics of :func:`evaluate_split` and what they cost
+    (``puzzles_per_second``, ``net_applications_per_puzzle``)."""
+    meta = check_dataset(trm.info, data_dir, split, int(trm.puzzle_table.shape[0]))
+    total = meta.num_examples if not max_examples else min(meta.num_examples, max_examples)
+    progress = Progress(
+        progress_label or "settings", total, unit="puzzles", enabled=progress_label is not None
+    )
+    t0 = time.time()
+    metrics, predictions, sol = batching.score_split(
+        trm,
+        data_dir,
+        split,
+        settings,
+        batch_size=batch_size,
+        max_examples=max_examples,
+        voter=voter,
+        progress=progress,
+    )
+    label = settings.label(trm.model_config)
+    kept = predictions if keep_predictions else None
+    return SplitResult(trm.step, label, metrics, sol.num_puzzles, time.time() - t0, voter, kept)
+
+
 def arc_references(data_dir: str, split: str):
     """``(identifiers, test_puzzles)`` for scoring an ARC test split with the voting of §6, or
     None when ``split`` of ``data_dir`` is not one."""
@@ -260,6 +312,7 @@ def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
     cols += list(METRIC_ORDER)
     if is_arc:
         cols += [f"ARC/pass@{k}" for k in PASS_KS if k != 2]
+    cols += [c for c in COST_COLUMNS if any(c in r for r in rows)]
     head = ["halting"] + [("mean steps" if c == "steps" else c) for c in cols]
     lines = [head]
     for r in rows:
@@ -270,6 +323,8 @@ def format_table(rows: list[dict], is_arc: bool, halt_max_steps: int) -> str:
                 cells.append("-")
             elif c == "steps":
                 cells.append(f"{v:.2f}/{halt_max_steps}")
+            elif c in COST_COLUMNS[1:]:
+                cells.append(f"{v:.1f}")
             else:
                 cells.append(f"{v:.4f}")
         lines.append(cells)

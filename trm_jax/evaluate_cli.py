@@ -10,6 +10,7 @@ is named when it does not). Bad input stops with one sentence and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -28,12 +29,14 @@ from trm_jax.evaluate import (
     arc_references,
     arc_score,
     check_dataset,
+    evaluate_settings,
     evaluate_split,
     format_table,
     headline_name,
 )
 from trm_jax.fileio import write_json, write_npz
 from trm_jax.tasks import sudoku
+from trm_jax.test_time import SettingsError, add_settings_arguments, settings_from_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-preds", action="store_true", help="also write predictions.npz")
     p.add_argument("--out", default=None, help="results directory (default: DIR/eval)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_settings_arguments(p)  # test-time compute; non-default settings score via batching
     return p
 
 
@@ -102,6 +106,12 @@ def run(args: argparse.Namespace) -> dict:
         raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.max_examples < 0:
         raise EvalError(f"--max-examples must be >= 0, got {args.max_examples}.")
+    settings = settings_from_args(args)
+    if not settings.is_default and args.halting != "fixed":
+        raise EvalError(
+            "--halting adaptive is the reference's rule; with test-time settings, "
+            "use --select first_halt."
+        )
     # Outputs and path parts first: a bad --out must not fail after the whole evaluation.
     if args.out:
         guards.check_output_dir(args.out, "--out")
@@ -139,6 +149,8 @@ def run(args: argparse.Namespace) -> dict:
     guards.check_output_dir(out_root, "the results directory")
     identifiers, test_puzzles = arc_references(data_dir, split) if is_arc else (None, None)
     modes = ["fixed", "adaptive"] if args.halting == "both" else [args.halting]
+    if not settings.is_default:  # one mode named by its settings
+        modes = [settings.for_task(meta.task).slug(first.model_config)]
     name = f"ensemble_{'+'.join(map(str, steps))}" if steps else f"step_{first.step}"
     verbose = not args.quiet
 
@@ -155,17 +167,20 @@ def run(args: argparse.Namespace) -> dict:
         per_step[s] = {}
         for mode in modes:
             voter = ArcVoter(identifiers) if is_arc else None
-            per_step[s][mode] = evaluate_split(
-                trm,
-                data_dir,
-                split,
-                adaptive=mode == "adaptive",
+            common = dict(
                 batch_size=batch_size,
                 max_examples=args.max_examples,
                 voter=voter,
                 keep_predictions=args.save_preds or sudoku.is_sudoku_split(meta),
                 progress_label=f"step {s} {mode}" if verbose else None,
             )
+            if settings.is_default:  # today's evaluation (the reference)
+                split_result = evaluate_split(
+                    trm, data_dir, split, adaptive=mode == "adaptive", **common
+                )
+            else:
+                split_result = evaluate_settings(trm, data_dir, split, settings, **common)
+            per_step[s][mode] = split_result
         weights = "ema" if trm.use_ema else "raw"
         halt_max_steps = trm.model_config.halt_max_steps
 
@@ -202,7 +217,18 @@ def run(args: argparse.Namespace) -> dict:
             "per_checkpoint": per_checkpoint,
             "seconds": sum(r.seconds for r in runs),
         }
-        if runs[0].predictions is not None and sudoku.is_sudoku_split(meta):
+        if settings.is_default:  # what the reference's evaluation costs (all N steps, every row)
+            padded = -(-record["examples"] // batch_size) * batch_size
+            net = halt_max_steps * first.model_config.net_applications
+            record["cost"] = {
+                "puzzles_per_second": record["examples"] / max(record["seconds"], 1e-9),
+                "net_applications_per_puzzle": net * padded / max(record["examples"], 1),
+            }
+        else:
+            record["settings"] = dict(
+                dataclasses.asdict(settings), label=settings.label(first.model_config)
+            )
+        if settings.is_default and runs[0].predictions is not None and sudoku.is_sudoku_split(meta):
             # Sudoku: exact accuracy by givens bucket and by whether the puzzle needs search.
             record["by_difficulty"] = sudoku.split_breakdown(data_dir, split, runs[0].predictions)
         write_json(out_dir / "metrics.json", record)
@@ -220,7 +246,10 @@ def run(args: argparse.Namespace) -> dict:
 def report(results: dict) -> str:
     first = next(iter(results.values()))
     is_arc = first["headline"]["metric"].startswith("ARC")
-    rows = [dict(label=mode, **r["metrics"]) for mode, r in results.items()]
+    rows = [
+        dict(label=r.get("settings", {}).get("label", mode), **r["metrics"], **r.get("cost", {}))
+        for mode, r in results.items()
+    ]
     where = first["checkpoint"] or f"{first['workdir']} steps {first['steps']} (ARC votes pooled)"
     lines = [
         f"{where} ({first['weights']} weights) on {first['dataset']} split {first['split']}: "
@@ -250,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         DatasetError,
         EvalError,
+        SettingsError,
         guards.GuardError,
         shd.MeshError,
         FileNotFoundError,

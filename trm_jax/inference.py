@@ -6,6 +6,9 @@
     trm = trm_jax.load("runs/sudoku-cpu")      # latest step; or step=N, or .../checkpoints/N
     answer = trm.solve(puzzle)                 # 81 characters, "." or "0" for blanks
     answer, trace = trm.solve(puzzle, halting="adaptive", trace=True)
+    answer = trm.solve(puzzle, samples=4, sigma=0.1, select="vote")   # test-time compute
+    answers = trm.solve_many(puzzles, settings=InferenceSettings(steps=32), batch_size=64)
+    trm.export("sudoku.jaxexport", batch_size=8, settings=InferenceSettings(select="q_halt"))
     trace.predictions[k], trace.q_halt[k]      # decoded z_H prediction, q_halt after step k+1
     carry = trm.initial_carry(batch); carry, out, loss, metrics = trm.act_step(carry, batch)
     outputs, sums = trm.evaluate(batch, adaptive=False)
@@ -37,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trm_jax import guards, tasks
+from trm_jax import batching, guards, tasks
+from trm_jax import test_time as tt
 from trm_jax.act import Carry, act_step, initial_carry, wants_halt
 from trm_jax.checkpoint import CheckpointError, CheckpointInfo, locate, restore_weights
 from trm_jax.losses import IGNORE_LABEL_ID
@@ -336,6 +340,8 @@ class TRM:
         trace: bool = False,
         puzzle_id: str | int | None = None,
         batch_size: int | None = None,
+        settings: tt.InferenceSettings | None = None,
+        **setting_overrides,
     ):
         """Solve one puzzle; returns the answer grid, or ``(answer, Trace)`` with ``trace``.
 
@@ -347,7 +353,18 @@ class TRM:
         ``puzzle_id``: the ARC puzzle name (or row) for the puzzle embedding.
         ``batch_size``: run the puzzle padded to this many rows (see :meth:`solve_tokens`;
         pass the evaluation batch size to reproduce ``evaluate``'s prediction bit for bit).
+        ``settings`` / keyword settings (``steps=32, samples=4, sigma=0.1, select="vote"``,
+        :class:`~trm_jax.test_time.InferenceSettings`): answer as :meth:`solve_many` does.
         """
+        if settings is not None or setting_overrides:
+            if halting != "fixed" or trace:
+                raise tt.SettingsError(
+                    "halting='adaptive' and trace=True show the reference's rollout; with "
+                    "test-time settings use select='first_halt' and no trace."
+                )
+            ids = None if puzzle_id is None else [puzzle_id]
+            s = tt.settings_with(settings, **setting_overrides)
+            return self.solve_many([puzzle], task, s, puzzle_ids=ids, batch_size=batch_size)[0]
         if halting not in HALTING:
             raise ValueError(f"halting must be one of {HALTING}, got {halting!r}.")
         tokens = self.encode(puzzle, task)
@@ -365,6 +382,48 @@ class TRM:
             q_halt=q[:, 0],
             halt_step=halt,
         )
+
+    def solve_many(
+        self,
+        puzzles: list,
+        task: str | None = None,
+        settings: tt.InferenceSettings | None = None,
+        *,
+        puzzle_ids: list | None = None,
+        batch_size: int | None = None,
+        details: bool = False,
+        **setting_overrides,
+    ):
+        """Answer grids for many puzzles under test-time ``settings`` (default: the reference;
+        keyword overrides as in :func:`trm_jax.test_time.settings_with`), ``batch_size``
+        puzzles at a time (default: all), continuous batching with ``first_halt``. With
+        ``verify`` each answer is the first trajectory passing the rule check (else the
+        model's). ``details``: also return the :class:`trm_jax.batching.Solutions` (every rule's
+        answers, the verified ones apart, steps, seconds, net applications per puzzle)."""
+        s = tt.settings_with(settings, **setting_overrides).for_task(self.task)
+        tokens = np.stack([self.encode(p, task) for p in puzzles])
+        ids = []
+        for name in puzzle_ids or [None] * len(puzzles):
+            row, warning = self.puzzle_id(name)
+            if warning:
+                warnings.warn(warning, stacklevel=2)
+            ids.append(row)
+        sol = batching.solve_many(
+            self.model, self.variables, self.puzzle_table, tokens, np.asarray(ids), s,
+            batch_size=batch_size or len(puzzles), continuous=s.stops_early,
+            check=tt.answer_check(self.task) if s.verify else None,
+        )  # fmt: skip
+        answers = sol.verified[s.select][0] if s.verify else sol.answer
+        grids = [self.decode(a) for a in answers]
+        return (grids, sol) if details else grids
+
+    def export(self, out, batch_size: int = 1, settings=None, **setting_overrides):
+        """Write the solver, weights and ``settings`` as a ``jax.export`` artifact that loads with
+        JAX alone (:func:`trm_jax.export.export`); returns its path."""
+        from trm_jax import export  # lazy: keeps ``import trm_jax`` light
+
+        s = tt.settings_with(settings, **setting_overrides)
+        return export.export(self, out, batch_size, s)
 
 
 def mismatch_message(info: CheckpointInfo, task: str, what: str = "the puzzle") -> str:

@@ -17,6 +17,10 @@ expected output when the file has one. ``--trace`` prints the decoded prediction
 each step; ``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>`` before its
 extension when there are several puzzles).
 
+Test-time settings (``--steps --samples --sigma --select --verify --seed``, as in
+``trm_jax.evaluate``) answer through :func:`trm_jax.batching.solve_many`; ``--verify`` prints the
+first trajectory that passes the rule check apart from the model's answer.
+
 ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
 task not seen in training gets the blank row 0, with a warning (expect a poor answer).
 Puzzles run in batches of ``--batch-size`` (default: the number of puzzles, at most the run's
@@ -39,6 +43,7 @@ import numpy as np
 
 from trm_jax import checkpoint as ckpt
 from trm_jax import guards, tasks
+from trm_jax import test_time as tt
 from trm_jax.checkpoint import CheckpointError
 from trm_jax.tasks import PuzzleError
 
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the EMA weights (default: when the run trained with train.ema)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="puzzles per compiled batch")
+    tt.add_settings_arguments(p)  # test-time compute: non-default settings solve via batching
     return p
 
 
@@ -178,8 +184,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    settings = tt.settings_from_args(args)
+    if not settings.is_default and (args.halting != "fixed" or args.trace or args.png):
+        raise InputError(
+            "--halting adaptive, --trace and --png show the reference's rollout; with test-time "
+            "settings use --select first_halt and no trace."
+        )
     info = ckpt.locate(args.workdir or args.checkpoint, args.step)
     task, puzzles = read_puzzles(args, info.task)
+    settings.for_task(task)
     # Check each puzzle on its own terms first, then that it fits the checkpoint.
     record = tasks.named(task, info.model_config.seq_len if info.task == task else None)
     tokens = []
@@ -208,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         trm.config.data.get("eval_global_batch_size", 0) or trm.config.data.get("global_batch_size")
     )
     batch_size = args.batch_size or min(len(puzzles), max(eval_batch, 1))
+    if not settings.is_default:
+        return _solve_with_settings(trm, record, puzzles, tokens, ids, settings, batch_size)
     preds, q, qc = trm.solve_tokens(np.stack(tokens), np.asarray(ids), batch_size)
     halts = inf.halt_steps(trm.halts(q, qc), args.halting)
     N = trm.model_config.halt_max_steps
@@ -250,11 +265,52 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _solve_with_settings(trm, record, puzzles, tokens, ids, settings, batch_size) -> int:
+    """Every puzzle under test-time ``settings`` (:func:`trm_jax.batching.solve_many`, continuous
+    batching with ``first_halt``): the selected answer, then, with ``--verify``, the first
+    trajectory that passes the rule check, printed apart; and what it cost."""
+    from trm_jax import batching
+
+    check = tt.answer_check(trm.task) if settings.verify else None
+    x, i = np.stack(tokens), np.asarray(ids)
+    sol = batching.solve_many(
+        trm.model, trm.variables, trm.puzzle_table, x, i, settings, batch_size=batch_size,
+        continuous=settings.stops_early, check=check,
+    )  # fmt: skip
+    choice, N = sol.choices[settings.select], settings.num_steps(trm.model_config)
+    print(f"{trm!r}, {settings.label(trm.model_config)}")
+    for b, p in enumerate(puzzles):
+        puzzle_grid, answer = record.decode(tokens[b]), record.decode(choice.answer[b])
+        print()
+        print(
+            f"{p.label}: answer from step {int(choice.step[b])} of trajectory "
+            f"{int(choice.trajectory[b]) + 1}/{settings.samples} (q_halt "
+            f"{float(choice.q_halt[b]):+.2f}; ran {int(sol.steps[b])} of {N} steps)"
+        )
+        print("\n".join(record.format_answer(puzzle_grid, answer)))
+        verdict = record.verdict(puzzle_grid, answer, p.expected)
+        if verdict:
+            print(verdict)
+        if sol.verified is not None:
+            verified, which = sol.verified[settings.select]
+            if which[b] < 0:
+                print("verify: no trajectory passes the rule check; the answer above stands.")
+            else:
+                print(f"verify: trajectory {int(which[b]) + 1} passes the rule check:")
+                print("\n".join(record.format_answer(puzzle_grid, record.decode(verified[b]))))
+    print(
+        f"\n{sol.num_puzzles} puzzles in {sol.seconds:.2f} s, compile included "
+        f"({sol.puzzles_per_second:.2f} puzzles/s), "
+        f"{sol.net_applications_per_puzzle:.0f} net applications per puzzle"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (InputError, CheckpointError, PuzzleError, guards.GuardError) as e:
+    except (InputError, CheckpointError, PuzzleError, guards.GuardError, tt.SettingsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: stop quietly

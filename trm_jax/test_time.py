@@ -7,7 +7,7 @@ which (step, trajectory) gives the answer (``select``), whether a task's rule ch
 the trajectories (``verify``) and the ``seed``. The defaults are the reference: N =
 ``halt_max_steps``, K = 1, no noise, the last step's answer. The rollout that runs them is
 :mod:`trm_jax.rollout` (one compiled program for every N, online tracking of every rule, early
-halting and continuous batching).
+halting) and :mod:`trm_jax.batching` (many puzzles, continuous batching).
 
 Selection rules, as pure functions of the full arrays (``select_last`` ...; the specification the
 online tracking is tested against):
@@ -20,15 +20,15 @@ online tracking is tested against):
 * ``first_halt``: the first step at which some trajectory's halting rule fires
   (:func:`trm_jax.act.wants_halt`: q_halt > 0 for TRM), the lowest such trajectory; if none
   ever halts, ``last``. With this rule a puzzle stops as soon as it is decided: a batch stops
-  when all its puzzles have (``rollout.rollout_batch``), and ``rollout.solve_many`` with
+  when all its puzzles have (``rollout.rollout_batch``), and ``batching.solve_many`` with
   ``continuous=True`` replaces a finished puzzle by the next one (the reference's training
   carry, used for inference).
 
 ``verify`` (Sudoku, maze) keeps the first trajectory, in order, whose answer passes the task's
 rule check (a callable ``check(inputs_L, answer_L) -> bool``); it uses knowledge outside the
-model, so it is returned apart (``rollout.Solutions.verified``), never as a model-only answer.
+model, so it is returned apart (``batching.Solutions.verified``), never as a model-only answer.
 
-For ARC, every trajectory votes: ``rollout.Solutions.trajectories[rule]`` holds each
+For ARC, every trajectory votes: ``batching.Solutions.trajectories[rule]`` holds each
 trajectory's answer and q_halt, to be added to :class:`trm_jax.arc_scoring.ArcVoter` one
 trajectory at a time.
 
@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from trm_jax import tasks
 from trm_jax.model.config import ModelConfig
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "add_settings_arguments",
     "answer_check",
     "settings_from_args",
+    "settings_with",
     "verify_choice",
 ]
 
@@ -113,6 +115,11 @@ class InferenceSettings:
         if not _is_int(self.seed):
             raise SettingsError(f"seed must be an integer, got {self.seed!r}.")
 
+    @property
+    def is_default(self) -> bool:
+        """Whether every field is at its default (the reference's evaluation, as given)."""
+        return self == InferenceSettings()
+
     def num_steps(self, cfg: ModelConfig) -> int:
         """N: ``steps``, or the model's ``halt_max_steps`` when unset."""
         return int(self.steps) if self.steps is not None else int(cfg.halt_max_steps)
@@ -130,6 +137,10 @@ class InferenceSettings:
             )
         return self
 
+    def slug(self, cfg: ModelConfig) -> str:
+        """A file-name form of the settings: ``vote16_K4_sigma0.1_seed0`` (``_verify``)."""
+        return _slug(self, cfg)
+
     def label(self, cfg: ModelConfig | None = None) -> str:
         """A short name: ``q_halt@16 K=4 sigma=0.1`` (the steps as given, or N if ``cfg``)."""
         n = self.num_steps(cfg) if cfg is not None else (self.steps or "N_sup")
@@ -139,6 +150,25 @@ class InferenceSettings:
         if self.sigma > 0:
             text += f" sigma={self.sigma:g}"
         return text + (" +verify" if self.verify else "")
+
+
+def settings_with(settings: InferenceSettings | None = None, **overrides) -> InferenceSettings:
+    """``settings`` (default: the reference) with keyword ``overrides`` (``steps=32``,
+    ``samples=4`` ...); an unknown name or a bad value raises SettingsError (one sentence)."""
+    if settings is not None and not isinstance(settings, InferenceSettings):
+        raise SettingsError(
+            f"settings must be an InferenceSettings, got {type(settings).__name__}."
+        )
+    names = [f.name for f in dataclasses.fields(InferenceSettings)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise SettingsError(f"unknown inference setting {unknown[0]!r}; the settings are {names}.")
+    return dataclasses.replace(settings or InferenceSettings(), **overrides)
+
+
+def _slug(s: InferenceSettings, cfg: ModelConfig) -> str:
+    text = f"{s.select}{s.num_steps(cfg)}_K{s.samples}_sigma{s.sigma:g}_seed{s.seed}"
+    return text + ("_verify" if s.verify else "")
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,30 +314,19 @@ def select_first_halt(preds_NxKxBxL, q_halt_NxKxB, halts_NxKxB=None) -> Choice:
 
 
 def answer_check(task: str | None) -> Callable[[np.ndarray, np.ndarray], bool]:
-    """The rule check ``check(inputs_L, answer_L) -> bool`` of a task's tokens: Sudoku, a valid
-    grid that keeps the givens; maze, a shortest S-G path. (To be taken from ``trm_jax.tasks``
-    once it exists.) Raises SettingsError for a task without one (ARC)."""
-    from trm_jax import inference  # lazy: inference will import this module
+    """The rule check ``check(inputs_L, answer_L) -> bool`` of a task's tokens, from the task
+    record's :meth:`check` (:mod:`trm_jax.tasks`): Sudoku, a valid grid that keeps the givens;
+    maze, a shortest S-G path. Raises SettingsError for a task without one (ARC)."""
+    if task not in ANSWER_CHECK_TASKS:
+        raise SettingsError(
+            f"verify needs a task with a rule check (Sudoku or maze), not {task or 'unknown'}."
+        )
 
-    if task == "sudoku":
+    def check(inputs_L, answer_L):
+        record = tasks.named(task, int(np.asarray(inputs_L).size))
+        return bool(record.check(record.decode(inputs_L), record.decode(answer_L))[0])
 
-        def check(inputs_L, answer_L):
-            puzzle = np.asarray(inputs_L, np.int64).reshape(9, 9) - 1  # blank 1 -> 0
-            answer = np.asarray(answer_L, np.int64).reshape(9, 9) - 1
-            return inference.sudoku_is_solution(puzzle, answer)
-
-        return check
-    if task == "maze":
-        chars = np.array(["?"] + list("# SGo"))
-
-        def check(inputs_L, answer_L):
-            side = math.isqrt(np.asarray(inputs_L).size)
-            q = chars[np.clip(np.asarray(inputs_L), 0, 5)].reshape(side, side)
-            a = chars[np.clip(np.asarray(answer_L), 0, 5)].reshape(side, side)
-            return inference.maze_answer_report(q, a)[0]
-
-        return check
-    raise SettingsError(f"verify needs a task with a rule check (Sudoku or maze), not {task}.")
+    return check
 
 
 def verify_choice(
