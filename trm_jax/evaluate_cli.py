@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
         or config.data.get("global_batch_size", 0)
         or 64
     )
-    inference.check_batch_size(first.model_config, batch_size)
+    guards.check_batch_size(first.model_config, batch_size)
     out_root = Path(args.out) if args.out else first.workdir / "eval"
     guards.check_output_dir(out_root, "the results directory")
     identifiers, test_puzzles = arc_references(data_dir, split) if is_arc else (None, None)

@@ -313,3 +313,46 @@ class StopSignals:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old = {}
+
+
+# --------------------------------------------------------------------------------------------
+# Memory a batch needs
+
+
+def batch_bytes(model_config, batch_size: int) -> int:
+    """A lower bound on the memory one batch of ``batch_size`` puzzles takes: the token arrays
+    on the host (inputs, labels, predictions) and, on the device, the ACT carry (two latents)
+    plus one net application's widest activation."""
+    c = model_config
+    seq = c.seq_len + c.puzzle_len
+    per_row = 3 * c.seq_len * 4 + seq * c.hidden_size * 4 * (2 + c.expansion)
+    return int(batch_size * per_row)
+
+
+def device_memory() -> int | None:
+    """Bytes one device can hold (its memory limit; the machine's RAM for a CPU), or None."""
+    import jax  # lazy: guards stays import-light for the command-line checks
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # not every backend reports memory
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_batch_size(model_config, batch_size: int, flag: str = "--batch-size") -> None:
+    """Refuse (GuardError, one sentence) a batch that cannot fit in memory, before any work."""
+    import jax
+
+    per_device = -(-batch_size // max(1, jax.device_count()))
+    check_memory(
+        batch_bytes(model_config, per_device),
+        device_memory(),
+        f"{flag} {batch_size}",
+        "choose a smaller batch",
+    )

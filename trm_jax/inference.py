@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trm_jax import batching, guards, tasks
+from trm_jax import batching, tasks
 from trm_jax import test_time as tt
 from trm_jax.act import Carry, act_step, initial_carry, wants_halt
 from trm_jax.checkpoint import CheckpointError, CheckpointInfo, locate, restore_weights
@@ -435,41 +435,6 @@ def mismatch_message(info: CheckpointInfo, task: str, what: str = "the puzzle") 
         f"{what} is a {want.title} puzzle but the checkpoint {info.path} is a {kind} model "
         f"(vocabulary {c.vocab_size}, sequence length {c.seq_len}); a {want.title} model "
         f"has {want.shape_text}."
-    )
-
-
-def batch_bytes(model_config, batch_size: int) -> int:
-    """A lower bound on the memory one batch of ``batch_size`` puzzles takes: the token arrays
-    on the host (inputs, labels, predictions) and, on the device, the ACT carry (two latents)
-    plus one net application's widest activation."""
-    c = model_config
-    seq = c.seq_len + c.puzzle_len
-    per_row = 3 * c.seq_len * 4 + seq * c.hidden_size * 4 * (2 + c.expansion)
-    return int(batch_size * per_row)
-
-
-def device_memory() -> int | None:
-    """Bytes one device can hold (its memory limit; the machine's RAM for a CPU), or None."""
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # not every backend reports memory
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_batch_size(model_config, batch_size: int, flag: str = "--batch-size") -> None:
-    """Refuse (GuardError, one sentence) a batch that cannot fit in memory, before any work."""
-    per_device = -(-batch_size // max(1, jax.device_count()))
-    guards.check_memory(
-        batch_bytes(model_config, per_device),
-        device_memory(),
-        f"{flag} {batch_size}",
-        "choose a smaller batch",
     )
 
 

@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     for i in range(len(puzzles)) if args.png else ():
         guards.check_output_file(_png_path(args.png, i + 1, len(puzzles)), "--png")
     if args.batch_size is not None:
-        inf.check_batch_size(info.model_config, args.batch_size)
+        guards.check_batch_size(info.model_config, args.batch_size)
 
     trm = inf.load(info, ema=args.ema)
     ids, warned = [], set()
