@@ -104,6 +104,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.1
     c.train.puzzle_emb_lr = 1e-2
     c.train.puzzle_emb_weight_decay = 0.1
+    # Train only the puzzle-embedding rows: parameters, their optimizer state and EMA stay
+    # bit-identical (test-time adaptation's --mode embedding, trm_jax.adapt).
+    c.train.freeze_network = False
     # Exponential moving average of the parameters, used for evaluation when enabled.
     c.train.ema = False
     c.train.ema_rate = 0.999
@@ -157,6 +160,7 @@ class TrainConfig:
     deep_supervision: str
     log_every: int
     global_batch_size: int
+    freeze_network: bool = False
 
 
 class ConfigError(ValueError):

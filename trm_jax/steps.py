@@ -146,16 +146,23 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
         loss, metrics, _ = step_loss(model, new_carry, out)
         return loss / tcfg.global_batch_size, (new_carry, metrics)
 
-    argnums = (0, 1) if has_table else 0
+    frozen = tcfg.freeze_network and has_table
+    argnums = 1 if frozen else (0, 1) if has_table else 0
     (loss_scaled, (new_carry, metrics)), grads = jax.value_and_grad(
         loss_fn, argnums=argnums, has_aux=True
     )(state.params, rows)
-    g_params, g_rows = grads if has_table else (grads, None)
+    if frozen:
+        g_params, g_rows = jax.tree.map(jnp.zeros_like, state.params), grads
+    else:
+        g_params, g_rows = grads if has_table else (grads, None)
     # The schedule's position: this batch, numbered from 1 (== the update with the carry form).
     position = state.batches + 1
     lr = setup.lr(position, state.horizon)
-    updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    if frozen:  # only the table's rows learn (trm_jax.adapt --mode embedding)
+        params, opt_state = state.params, state.opt_state
+    else:
+        updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     table = state.puzzle_table
     if has_table:
@@ -166,7 +173,7 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
             setup.puzzle_lr(position, state.horizon),
             tcfg.puzzle_emb_weight_decay,
         )
-    ema = ema_update(state.ema_params, params, tcfg.ema_rate)
+    ema = state.ema_params if frozen else ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
     out["lr"] = lr
     out["grad_norm"] = optax.tree.norm(g_params)
