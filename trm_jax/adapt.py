@@ -427,6 +427,9 @@ def predict(out: Path, tasks: Tasks, config) -> dict:
     batch = int(config.data.get("eval_global_batch_size") or config.data.global_batch_size)
     split = ev.evaluate_split(trm, str(data), "test", batch_size=batch, voter=voter)
     metrics, submission = voter.result(tasks.test_puzzles, pass_ks=(1, 2), submission_k=2)
+    for attempts in submission.values():  # a prediction with no colour cell crops to nothing
+        for pair in attempts:
+            pair.update({k: [[0]] for k, g in pair.items() if not g or not g[0]})
     fileio.write_json(out / SUBMISSION_FILE, submission, indent=None)
     result = {"step": trm.step, "submission": str(out / SUBMISSION_FILE)}
     if tasks.scored:
