@@ -208,3 +208,18 @@ def test_real_arc_evaluation_tasks_give_a_valid_submission(tiny, tmp_path, share
             assert set(attempts) == {"attempt_1", "attempt_2"}
             for g in attempts.values():
                 tok.check_arc_grid(g)
+
+
+def test_solve_adapt_answers_an_unseen_task_without_the_blank_row(tiny, tmp_path, capsys):
+    from trm_jax import solve
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "fresh.json").write_text(json.dumps(_task(rng)))
+    argv = ["--workdir", str(tiny["workdir"]), "--arc-task", str(tmp_path / "fresh.json")]
+    assert solve.main(argv + ["--adapt", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "answer from step" in captured.out
+    assert "blank row" not in captured.err  # the task has its own adapted rows
+    sudoku = ["--workdir", str(tiny["workdir"]), "--sudoku", "1" * 81, "--adapt"]
+    assert solve.main(sudoku) == 2
+    assert "--adapt needs --arc-task" in capsys.readouterr().err

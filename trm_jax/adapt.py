@@ -354,7 +354,14 @@ def arc_name(identifier: str) -> str:
     return identifier.split("|||", 1)[0]
 
 
-def adapt(workdir: str, tasks_path: str, out: str, opts: Options, solutions: str | None = None):
+def adapt(
+    workdir: str,
+    tasks_path: str,
+    out: str,
+    opts: Options,
+    solutions: str | None = None,
+    step: int | None = None,
+):
     """Adapt, predict and score; returns the result dict (also in ``out/adapt_result.json``)."""
     if opts.mode not in MODES:
         raise AdaptError(f"--mode must be one of {', '.join(MODES)}, got {opts.mode!r}.")
@@ -362,7 +369,7 @@ def adapt(workdir: str, tasks_path: str, out: str, opts: Options, solutions: str
         raise AdaptError(f"--steps must be >= 0, got {opts.steps}.")
     if opts.steps is None and not opts.time_budget_s > 0:
         raise AdaptError("give --steps N or a positive --time-budget-s S.")
-    run = read_run(workdir)
+    run = read_run(workdir, step)
     tasks = read_tasks(tasks_path, run.canvas, solutions)
     out_p = Path(out).absolute()
     if out_p.resolve() == run.info.workdir.resolve():
@@ -442,11 +449,13 @@ def predict(out: Path, tasks: Tasks, config) -> dict:
 # solve --adapt
 
 
-def adapt_for_solve(workdir: str, tasks_path: str, steps: int = 200, mode: str = "full") -> str:
-    """Adapts ``workdir`` to the tasks of one file in a temporary directory (for ``solve
-    --adapt``); returns the adapted work dir."""
+def adapt_for_solve(
+    workdir: str, tasks_path: str, steps: int = 100, step: int | None = None
+) -> str:
+    """Adapts the run (``--mode full``, ``steps`` steps) to the tasks of one file in a new
+    temporary directory, for ``solve --adapt``; returns the adapted work dir."""
     out = tempfile.mkdtemp(prefix="trm-adapt-")
-    adapt(workdir, tasks_path, out, Options(mode=mode, steps=steps, quiet=True))
+    adapt(workdir, tasks_path, out, Options(mode="full", steps=steps, quiet=True), step=step)
     return out
 
 

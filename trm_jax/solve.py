@@ -18,7 +18,8 @@ each step; ``--png FILE`` draws them as a strip of grids (``FILE`` gets ``_<i>``
 extension when there are several puzzles).
 
 ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
-task not seen in training gets the blank row 0, with a warning (expect a poor answer).
+task not seen in training gets the blank row 0, with a warning (expect a poor answer), unless
+``--adapt [STEPS]`` first adapts the run to the task's demonstrations (``trm_jax.adapt``).
 Puzzles run in batches of ``--batch-size`` (default: the number of puzzles, at most the run's
 evaluation batch); with the same batch size the answers equal those ``trm_jax.evaluate`` scores.
 
@@ -84,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the EMA weights (default: when the run trained with train.ema)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="puzzles per compiled batch")
+    p.add_argument(
+        "--adapt",
+        type=int,
+        nargs="?",
+        const=100,
+        default=None,
+        metavar="STEPS",
+        help="ARC: first adapt the run to the task (trm_jax.adapt --mode full, STEPS steps, "
+        "default 100) in a temporary work dir, then solve with it",
+    )
     return p
 
 
@@ -178,7 +189,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    info = ckpt.locate(args.workdir or args.checkpoint, args.step)
+    where, step = args.workdir or args.checkpoint, args.step
+    if args.adapt is not None:
+        from trm_jax import adapt
+
+        if args.arc_task is None:
+            raise InputError("--adapt needs --arc-task.")
+        try:
+            where, step = adapt.adapt_for_solve(where, args.arc_task, args.adapt, step), None
+        except adapt.AdaptError as e:
+            raise InputError(str(e)) from None
+        print(f"adapted run: {where}", file=sys.stderr)
+    info = ckpt.locate(where, step)
     task, puzzles = read_puzzles(args, info.task)
     # Check each puzzle on its own terms first, then that it fits the checkpoint.
     record = tasks.named(task, info.model_config.seq_len if info.task == task else None)
