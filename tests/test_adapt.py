@@ -223,3 +223,27 @@ def test_solve_adapt_answers_an_unseen_task_without_the_blank_row(tiny, tmp_path
     sudoku = ["--workdir", str(tiny["workdir"]), "--sudoku", "1" * 81, "--adapt"]
     assert solve.main(sudoku) == 2
     assert "--adapt needs --arc-task" in capsys.readouterr().err
+
+
+def test_puzzle_emb_init_std_draws_rows_but_keeps_the_blank_row_and_the_parameters():
+    from trm_jax import config as config_lib
+    from trm_jax.model.config import ModelConfig
+    from trm_jax.steps import init_state, make_setup
+
+    mcfg = ModelConfig(
+        vocab_size=12, seq_len=16, num_puzzle_identifiers=5, hidden_size=16, num_heads=2,
+        L_layers=1, H_cycles=1, L_cycles=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
+        forward_dtype="float32",
+    )  # fmt: skip
+    states = []
+    for std in (0.0, 0.5):
+        c = config_lib.default_config()
+        c.data.global_batch_size = 2
+        c.train.puzzle_emb_init_std = std
+        setup = make_setup(TRMModel(mcfg), config_lib.train_config(c), 10)
+        states.append(init_state(setup, jax.random.key(0), 5))
+    zero, drawn = (np.asarray(s.puzzle_table) for s in states)
+    assert not zero.any()  # the reference: zeros
+    assert not drawn[0].any() and np.all(drawn[1:] != 0)
+    assert 0.2 < drawn[1:].std() < 1.0
+    assert _same_bits(states[0].params, states[1].params)

@@ -118,10 +118,20 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
         constants=variables["constants"],
         opt_state=setup.tx(setup.tcfg.lr).init(params),
         ema_params=jax.tree.map(jnp.copy, params),
-        puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
+        puzzle_table=_initial_table(setup.tcfg, rng, table_rows, width),
         carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
         rng=jax.random.key_data(k_train),
     )
+
+
+def _initial_table(tcfg: TrainConfig, rng, rows: int, width: int) -> jax.Array:
+    """Zeros (the reference), or N(0, puzzle_emb_init_std^2) rows with the blank row 0 zero."""
+    std = float(tcfg.puzzle_emb_init_std)
+    if not std:
+        return jnp.zeros((rows, width), jnp.float32)
+    # A key of its own, so the parameters' initialisation does not depend on this setting.
+    table = std * jax.random.normal(jax.random.fold_in(rng, 0x7AB1E), (rows, width), jnp.float32)
+    return table.at[0].set(0.0)
 
 
 def _sum_metrics(metrics: dict, loss_scaled) -> dict:
