@@ -246,6 +246,9 @@ def _config(run: RunInfo, out: Path, per_epoch: int, opts: Options):
     if opts.puzzle_emb_lr is not None:
         t.puzzle_emb_lr = float(opts.puzzle_emb_lr)
     t.freeze_network = opts.mode == "embedding"
+    # The adapted weights start from the ones the run evaluates with; an average at 0.999 over a
+    # few hundred steps would still be those, so the adapted run evaluates its raw weights.
+    t.ema = False
     if opts.steps is not None:
         t.max_steps = int(opts.steps)
         t.time_budget_s = 0.0
