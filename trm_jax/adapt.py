@@ -253,7 +253,7 @@ def _config(run: RunInfo, out: Path, per_epoch: int, opts: Options):
         t.max_steps = int(opts.steps)
         t.time_budget_s = 0.0
         t.lr_decay_end = "steps"
-        t.epochs = max(1, math.ceil(opts.steps * gbs / max(per_epoch, 1)))
+        t.epochs = max(1, math.ceil(max(opts.steps, 1) * gbs / max(per_epoch, 1)))
         if opts.warmup_steps is None:
             t.lr_warmup_steps = min(int(t.lr_warmup_steps), opts.steps // 10)
         else:
