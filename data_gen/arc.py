@@ -451,11 +451,14 @@ def write_dataset(
     canvas: int = tok.ARC_SIDE,
     build_info: dict | None = None,
     extra_files: Mapping[str, Any] | None = None,
+    base_identifiers: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Augments and routes validated puzzles (``{subset: {pid: ArcPuzzle}}``, grids fitting the
     canvas) and writes the dataset into ``out``, replaced atomically; ``extra_files`` maps file
-    names to JSON objects written next to ``identifiers.json``. Returns a summary dict."""
+    names to JSON objects written next to ``identifiers.json``. ``base_identifiers`` (blank
+    first) are kept as identifiers 0.. and the puzzles' versions numbered after them (test-time
+    adaptation: new embedding rows appended to a trained run's table). Returns a summary dict."""
     t0 = time.time()
     train_groups: list[_Group] = []
     test_groups: list[_Group] = []
@@ -493,7 +496,7 @@ def write_dataset(
                     f"({time.time() - t0:.0f} s)"
                 )
 
-    names = [ds.BLANK_NAME]
+    names = list(base_identifiers) if base_identifiers else [ds.BLANK_NAME]
     ids: dict[str, int] = {}
     for g in train_groups + test_groups:
         for n in g.names:

@@ -111,6 +111,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.1
     c.train.puzzle_emb_lr = 1e-2
     c.train.puzzle_emb_weight_decay = 0.1
+    # Standard deviation of the puzzle-embedding rows at initialisation (0: zeros, the
+    # reference); the blank row 0 stays zero either way.
+    c.train.puzzle_emb_init_std = 0.0
+    # Train only the puzzle-embedding rows: parameters, their optimizer state and EMA stay
+    # bit-identical (test-time adaptation's --mode embedding, trm_jax.adapt).
+    c.train.freeze_network = False
     # Exponential moving average of the parameters, used for evaluation when enabled.
     c.train.ema = False
     c.train.ema_rate = 0.999
@@ -164,6 +170,8 @@ class TrainConfig:
     deep_supervision: str
     log_every: int
     global_batch_size: int
+    freeze_network: bool = False
+    puzzle_emb_init_std: float = 0.0
 
 
 class ConfigError(ValueError):

@@ -22,7 +22,8 @@ Test-time settings (``--steps --samples --sigma --select --verify --seed``, as i
 first trajectory that passes the rule check apart from the model's answer.
 
 ARC: the puzzle embedding of a task is looked up by its id in the run's ``identifiers.json``; a
-task not seen in training gets the blank row 0, with a warning (expect a poor answer).
+task not seen in training gets the blank row 0, with a warning (expect a poor answer), unless
+``--adapt [STEPS]`` first adapts the run to the task's demonstrations (``trm_jax.adapt``).
 Puzzles run in batches of ``--batch-size`` (default: the number of puzzles, at most the run's
 evaluation batch); with the same batch size the answers equal those ``trm_jax.evaluate`` scores.
 
@@ -90,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=None, help="puzzles per compiled batch")
     tt.add_settings_arguments(p)  # test-time compute: non-default settings solve via batching
+    p.add_argument(
+        "--adapt",
+        type=int,
+        nargs="?",
+        const=100,
+        default=None,
+        metavar="STEPS",
+        help="ARC: first adapt the run to the task (trm_jax.adapt --mode full, STEPS steps, "
+        "default 100) in a temporary work dir, then solve with it",
+    )
     return p
 
 
@@ -190,7 +201,18 @@ def run(args: argparse.Namespace) -> int:
             "--halting adaptive, --trace and --png show the reference's rollout; with test-time "
             "settings use --select first_halt and no trace."
         )
-    info = ckpt.locate(args.workdir or args.checkpoint, args.step)
+    where, step = args.workdir or args.checkpoint, args.step
+    if args.adapt is not None:
+        from trm_jax import adapt
+
+        if args.arc_task is None:
+            raise InputError("--adapt needs --arc-task.")
+        try:
+            where, step = adapt.adapt_for_solve(where, args.arc_task, args.adapt, step), None
+        except adapt.AdaptError as e:
+            raise InputError(str(e)) from None
+        print(f"adapted run: {where}", file=sys.stderr)
+    info = ckpt.locate(where, step)
     task, puzzles = read_puzzles(args, info.task)
     settings.for_task(task)
     # Check each puzzle on its own terms first, then that it fits the checkpoint.

@@ -118,10 +118,20 @@ def init_state(setup: Setup, rng: jax.Array, table_rows: int) -> TrainState:
         constants=variables["constants"],
         opt_state=setup.tx(setup.tcfg.lr).init(params),
         ema_params=jax.tree.map(jnp.copy, params),
-        puzzle_table=jnp.zeros((table_rows, width), jnp.float32),
+        puzzle_table=_initial_table(setup.tcfg, rng, table_rows, width),
         carry=initial_carry(model, dummy_batch(model, setup.tcfg.global_batch_size)),
         rng=jax.random.key_data(k_train),
     )
+
+
+def _initial_table(tcfg: TrainConfig, rng, rows: int, width: int) -> jax.Array:
+    """Zeros (the reference), or N(0, puzzle_emb_init_std^2) rows with the blank row 0 zero."""
+    std = float(tcfg.puzzle_emb_init_std)
+    if not std:
+        return jnp.zeros((rows, width), jnp.float32)
+    # A key of its own, so the parameters' initialisation does not depend on this setting.
+    table = std * jax.random.normal(jax.random.fold_in(rng, 0x7AB1E), (rows, width), jnp.float32)
+    return table.at[0].set(0.0)
 
 
 def _sum_metrics(metrics: dict, loss_scaled) -> dict:
@@ -146,16 +156,23 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
         loss, metrics, _ = step_loss(model, new_carry, out)
         return loss / tcfg.global_batch_size, (new_carry, metrics)
 
-    argnums = (0, 1) if has_table else 0
+    frozen = tcfg.freeze_network and has_table
+    argnums = 1 if frozen else (0, 1) if has_table else 0
     (loss_scaled, (new_carry, metrics)), grads = jax.value_and_grad(
         loss_fn, argnums=argnums, has_aux=True
     )(state.params, rows)
-    g_params, g_rows = grads if has_table else (grads, None)
+    if frozen:
+        g_params, g_rows = jax.tree.map(jnp.zeros_like, state.params), grads
+    else:
+        g_params, g_rows = grads if has_table else (grads, None)
     # The schedule's position: this batch, numbered from 1 (== the update with the carry form).
     position = state.batches + 1
     lr = setup.lr(position, state.horizon)
-    updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    if frozen:  # only the table's rows learn (trm_jax.adapt --mode embedding)
+        params, opt_state = state.params, state.opt_state
+    else:
+        updates, opt_state = setup.tx(lr).update(g_params, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     table = state.puzzle_table
     if has_table:
@@ -166,7 +183,7 @@ def _update(setup: Setup, state: TrainState, carry: Carry, rng) -> tuple[TrainSt
             setup.puzzle_lr(position, state.horizon),
             tcfg.puzzle_emb_weight_decay,
         )
-    ema = ema_update(state.ema_params, params, tcfg.ema_rate)
+    ema = state.ema_params if frozen else ema_update(state.ema_params, params, tcfg.ema_rate)
     out = _sum_metrics(metrics, loss_scaled)
     out["lr"] = lr
     out["grad_norm"] = optax.tree.norm(g_params)
