@@ -8,7 +8,7 @@ JAX when first called.
 * ``"none"``        neither (or not a Linux machine, where the flags are not read).
 
 Which of these XLA:CPU actually turns into faster training is a measurement, not a flag:
-``scripts/dot_forms.py`` times each matmul form, ``scripts/PERF.md`` records what it showed.
+``scripts/dot_forms.py`` times each matmul form, ``docs/performance.md`` records what it showed.
 """
 
 from __future__ import annotations

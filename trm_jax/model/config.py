@@ -237,7 +237,7 @@ def resolve_forward_dtype(value: str, backend: str | None = None, units: str | N
     if units == "amx_bf16":
         return "bfloat16", "auto: CPU has amx_bf16"
     if units == "avx512_bf16":
-        # Measured on a 2-core Zen 5 EPYC (scripts/PERF.md, "bf16 units"): at the CPU main job's
+        # Measured on a 2-core Zen 5 EPYC (docs/performance.md, "bf16 units"): at the CPU main job's
         # size (h128, B64) the bf16 train step was no faster (4.54 s vs 4.09 s wall, 2.54 vs
         # 2.82 cpu-s) and the eval step slower; only the paper size gained (4.02 vs 5.97 s).
         return "float32", (

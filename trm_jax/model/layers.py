@@ -8,7 +8,7 @@ Every module's ``dtype`` is a :class:`Precision` (or a plain dtype, resolved for
 the dtype they are stored in between (float32 on CPUs), and the dtype of the dots' operands
 (bf16 operands with float32 results wherever the hardware multiplies bf16). On CPUs with bf16
 units the products and their gradients are NN-form dots (custom VJPs below), the only form
-XLA:CPU runs in bf16 (scripts/PERF.md, "bf16 units").
+XLA:CPU runs in bf16 (docs/performance.md, "bf16 units").
 
 Blocks take the residual stream either as [B, S, D] or, inside the recursion, sequence-major as
 [S, B, D] (``seq_major=True``). In that layout every matmul is a plain 2-D one: the channel MLP
@@ -79,7 +79,7 @@ class Precision:
                  reference's semantics on every path below.
     ``storage``  the dtype arrays are held in between those points, i.e. the dtype elementwise
                  work runs in. float32 on CPUs: XLA:CPU runs bf16 elementwise ops 2-5x slower
-                 than float32 ones (``silu(g) * u``: scripts/PERF.md); a bf16 value held in
+                 than float32 ones (``silu(g) * u``: docs/performance.md); a bf16 value held in
                  float32 is exact, so only speed and memory change. bfloat16 on accelerators,
                  where activation memory matters and bf16 elementwise work is native.
     ``operand``  the dtype of every dot's operands; results are always float32 (or float64).
