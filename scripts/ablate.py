@@ -75,6 +75,7 @@ from trm_jax.checkpoint import CheckpointError  # noqa: E402
 from trm_jax.data import pipeline  # noqa: E402
 from trm_jax.data.dataset import DatasetError  # noqa: E402
 from trm_jax.fileio import write_json, write_text  # noqa: E402
+from trm_jax.guards import CliParser  # noqa: E402
 from trm_jax.model.trm import TRMModel, init_variables  # noqa: E402
 from trm_jax.steps import build_steps, make_setup  # noqa: E402
 
@@ -655,13 +656,8 @@ def write_report(records: list[dict], args, meta, meta_test) -> str:
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CliParser(
         prog="python scripts/ablate.py",
         description="Train TRM variants on the same Sudoku data and budget; table and chart.",
     )

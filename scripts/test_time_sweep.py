@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from trm_jax import fileio  # noqa: E402
+from trm_jax.guards import CliParser  # noqa: E402
 from trm_jax.progress import Progress  # noqa: E402
 
 RULES = ("last", "q_halt", "vote", "first_halt")
@@ -73,13 +74,8 @@ def _floats(text: str, what: str) -> list[float]:
     return v
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="scripts/test_time_sweep.py", description=__doc__.splitlines()[0])
+    p = CliParser(prog="scripts/test_time_sweep.py", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True, help="training work dir or .../checkpoints/<N>")
     p.add_argument("--step", type=int, default=None)
     p.add_argument("--dataset", default=None, help="dataset directory (default: the run's)")

@@ -50,6 +50,7 @@ from trm_jax import config as config_lib
 from trm_jax import fileio
 from trm_jax.arc_tasks import SUBSET, AdaptError, Tasks, read_tasks  # noqa: F401 (re-exported)
 from trm_jax.data import dataset as ds
+from trm_jax.guards import CliParser
 
 MODES = ("embedding", "full")
 DATA_DIR = "data"  # the adaptation dataset, inside --out
@@ -358,13 +359,8 @@ def adapt_for_solve(
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CliParser(
         prog="python -m trm_jax.adapt",
         description="Adapt a trained ARC run to new tasks (new puzzle-embedding rows) and "
         "write a Kaggle submission.",

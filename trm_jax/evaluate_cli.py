@@ -39,13 +39,8 @@ from trm_jax.tasks import sudoku
 from trm_jax.test_time import SettingsError, add_settings_arguments, settings_from_args
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = guards.CliParser(
         prog="python -m trm_jax.evaluate",
         description="Score a checkpoint on a dataset split (reference metrics, ARC pass@K).",
     )

@@ -31,6 +31,7 @@ from trm_jax import fileio
 from trm_jax import rollout as ro
 from trm_jax import test_time as tt
 from trm_jax.checkpoint import CheckpointError
+from trm_jax.guards import CliParser
 from trm_jax.test_time import InferenceSettings, SettingsError
 
 __all__ = ["export", "main"]
@@ -99,13 +100,8 @@ def _token_note(task: str | None) -> str:
     }.get(task or "", "the dataset's tokens")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trm_jax.export", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m trm_jax.export", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True, help="training work dir or .../checkpoints/<N>")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--out", required=True, help="artifact file to write")

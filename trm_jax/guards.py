@@ -11,6 +11,7 @@ sentence; the commands print it and exit with status 2. Imports nothing heavy.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fcntl
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "MARKER",
+    "CliParser",
     "GuardError",
     "StopSignals",
     "WorkdirLock",
@@ -44,6 +46,13 @@ _SYSTEM = ("/proc", "/sys", "/dev")
 
 class GuardError(ValueError):
     """An output or path that the command refuses, with one sentence saying why."""
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
 
 
 def _system_path(p: Path) -> bool:

@@ -61,13 +61,8 @@ class Puzzle:
     expected: np.ndarray | None = None  # known answer (ARC test output)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line on stderr, exit status 2
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = guards.CliParser(
         prog="python -m trm_jax.solve",
         description="Solve puzzles with a trained TRM and show the refinement.",
     )
