@@ -3,7 +3,8 @@
     .venv/bin/python scripts/ablate.py [--variants trm-mlp,hrm,...] [--out runs/ablation]
         [--data data/sudoku-cpu] [--budget-steps N | --budget-minutes M | --budget-s S]
         [--hidden 64] [--heads H] [--cycles 3,6] [--batch 32] [--halt-max-steps 16]
-        [--lr 3e-3] [--warmup-steps W] [--ema] [--eval-examples 200] [--dry-run] [--estimate]
+        [--lr 3e-3] [--warmup-steps W] [--lr-min-ratio 0.1] [--ema] [--dtype D] [--remat R]
+        [--eval-examples 200] [--dry-run] [--estimate]
 
 Variants (each a config override on top of one base, the setup of configs/sudoku_mlp.py with the
 size flags applied; the overrides live in the config files named, so ``python -m trm_jax.train``
@@ -14,6 +15,7 @@ on that file trains the same model at paper size):
     hrm             HRM: two 2x-deep nets, T, n <= 2, one-step gradient (configs/sudoku_hrm.py)
     single-z        one latent (configs/sudoku_singlez.py)
     multi-z         z_H plus n latents (configs/sudoku_hier6.py)
+    multi-z-mean    multi-z with model.latent_sum = "mean" (the fix of docs/ablation-cpu.md)
     4-layers        2x layers, n halved (configs/sudoku_4layers.py)
     transformer     one pass of a 4x-deep attention stack per step (configs/sudoku_transformer.py)
     pseudocode-act  the paper-pseudocode deep supervision (configs/sudoku_pseudocode.py)
@@ -22,7 +24,9 @@ The dataset is built with ``data_gen.sudoku build`` when ``--data`` does not exi
 trains on it from the same seed with the same budget, counted in optimizer updates (= supervision
 steps): ``--budget-steps N`` gives each N updates (the pseudocode variant takes N / halt_max_steps
 batches of up to halt_max_steps updates each); ``--budget-minutes M`` first times a few steps of
-each variant and gives it as many as fit in M minutes (compilation and evaluation not counted);
+each variant and gives it as many as fit in M minutes (compilation and evaluation not counted),
+with the main job's cosine decay to ``--lr-min-ratio`` x lr ending at the last of them (the run is
+then step-limited: its result does not depend on later load);
 ``--budget-s S`` instead gives each variant S seconds of wall clock (compilation included), with
 the main job's schedule fitted to it: ``train.time_budget_s = S``, ``train.lr_decay_end =
 "time_budget"`` (the cosine decay, to ``--lr-min-ratio`` x lr, default 0.1, ends where the budget
@@ -85,6 +89,7 @@ VARIANTS = (
     "hrm",
     "single-z",
     "multi-z",
+    "multi-z-mean",
     "4-layers",
     "transformer",
     "pseudocode-act",
@@ -129,6 +134,11 @@ def apply_variant(c, name: str):
         return c
     if name == "trm-att":
         return _trm_att(c)
+    if name == "multi-z-mean":
+        # The multi-z fix of docs/ablation-cpu.md: the latents enter as their mean, not their sum.
+        c = _config_module(VARIANT_FILES["multi-z"]).variant(c)
+        c.model.latent_sum = "mean"
+        return c
     return _config_module(VARIANT_FILES[name]).variant(c)
 
 
@@ -156,6 +166,8 @@ def base_config(args):
     c.model.halt_max_steps = args.halt_max_steps
     if args.dtype:
         c.model.forward_dtype = args.dtype
+    if args.remat:
+        c.model.remat = args.remat
     c.train.seed = args.seed
     c.train.lr = args.lr
     c.train.puzzle_emb_lr = args.lr
@@ -205,6 +217,10 @@ def finalize(c, batches: int, meta, args):
         c.train.lr_decay_end = "time_budget"
         c.train.lr_min_ratio = args.lr_min_ratio
         c.train.lr_warmup_steps = BUDGET_S_WARMUP if warmup is None else warmup
+    elif getattr(args, "budget_minutes", None) is not None:
+        # Steps fitted to the minutes by timing: the main job's decay, ending at the last step.
+        c.train.lr_decay_end = "steps"
+        c.train.lr_min_ratio = args.lr_min_ratio
     c.train.log_every = max(1, min(50, batches // 10))
     # trm_jax.train evaluates once at the end; keep that to one batch (scored below instead).
     c.data.eval_global_batch_size = c.data.global_batch_size
@@ -266,7 +282,7 @@ def settings_key(c, args) -> dict:
     if args.budget_s is not None:
         budget = {"seconds": args.budget_s, "lr_min_ratio": args.lr_min_ratio}
     elif args.budget_minutes is not None:
-        budget = {"minutes": args.budget_minutes}
+        budget = {"minutes": args.budget_minutes, "lr_min_ratio": args.lr_min_ratio}
     else:
         budget = {"steps": args.budget_steps}
     return {
@@ -690,10 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: 10%% of the batches (--budget-s: 30)",
     )
     s.add_argument(
-        "--lr-min-ratio", type=float, default=0.1, help="--budget-s: the decay's end, x lr"
+        "--lr-min-ratio",
+        type=float,
+        default=0.1,
+        help="--budget-s / --budget-minutes: the decay's end, x lr",
     )
     s.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False)
     s.add_argument("--dtype", choices=("bfloat16", "float32"), default=None)
+    s.add_argument("--remat", choices=("none", "block", "full"), default=None, help="model.remat")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: only at the end)")
     e = p.add_argument_group("evaluation")
