@@ -360,3 +360,67 @@ def test_arc_train_batches_are_translated_augmented_versions(tmp_path):
         assert (grid >= 2).all()  # one colour rectangle
         assert names[pid] != "<blank>"
     assert translated > 0
+
+
+def _sudoku_by_givens(root, n=40):
+    """Puzzle i has 80 - i givens (one solution grid, i cells blanked)."""
+    r, c = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
+    labels = np.tile(((r * 3 + r // 3 + c) % 9 + 1).reshape(-1) + 1, (n, 1))
+    inputs = labels.copy()
+    for i in range(n):
+        inputs[i, : i + 1] = 1  # i + 1 blanks: 80 - i givens
+    ds.write_split(
+        root,
+        "train",
+        inputs=inputs,
+        labels=labels,
+        puzzle_identifiers=np.zeros(n, np.int32),
+        puzzle_indices=np.arange(n + 1),
+        group_indices=np.arange(n + 1),
+        vocab_size=11,
+        seq_len=81,
+        num_puzzle_identifiers=1,
+        task="sudoku",
+        augmentation={"kind": "sudoku"},
+    )
+
+
+def test_givens_curriculum_grows_from_easiest_to_all(tmp_path):
+    _sudoku_by_givens(tmp_path)
+    cur = pl.Curriculum("givens", start=0.25, batches=10)
+    it = pl.train_iterator(tmp_path, global_batch_size=8, seed=0, prefetch=0, curriculum=cur)
+    seen_hardest = []
+    for b in range(30):
+        givens = (next(it)["inputs"] > 1).sum(axis=1)
+        pool = cur.pool(40, b)
+        # Batch b draws only from the `pool` easiest puzzles (most givens).
+        assert givens.min() >= 80 - (pool - 1), (b, pool, givens)
+        seen_hardest.append(givens.min())
+    assert cur.pool(40, 0) == 10 and cur.pool(40, 10) == 40
+    assert seen_hardest[0] >= 71  # the first batch: the easiest quarter only
+    assert min(seen_hardest[10:]) < 60  # after the ramp, hard puzzles are drawn
+
+
+def test_curriculum_state_resumes_exactly_and_is_checked(tmp_path):
+    _sudoku_by_givens(tmp_path)
+    cur = pl.Curriculum("givens", start=0.5, batches=20)
+    kw = dict(global_batch_size=8, seed=3, prefetch=0)
+    it = pl.train_iterator(tmp_path, curriculum=cur, **kw)
+    _take(it, 7)
+    state = it.get_state()
+    want = _take(it, 12)
+    again = pl.train_iterator(tmp_path, curriculum=cur, **kw)
+    again.set_state(state)
+    _assert_same(_take(again, 12), want)
+    plain = pl.train_iterator(tmp_path, **kw)
+    with pytest.raises(ValueError, match="another pipeline"):
+        plain.set_state(state)  # a curriculum run's position is not a plain run's
+
+
+def test_curriculum_needs_sudoku_and_valid_settings(tmp_path):
+    _indexed_dataset(tmp_path)
+    with pytest.raises(ds.DatasetError, match="needs a Sudoku dataset"):
+        pl.train_iterator(tmp_path, global_batch_size=2, seed=0, curriculum=pl.Curriculum())
+    for bad in (dict(key="rating"), dict(start=0.0), dict(start=1.5), dict(batches=0)):
+        with pytest.raises(ValueError):
+            pl.Curriculum(**bad)

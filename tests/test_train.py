@@ -467,3 +467,17 @@ def test_time_budget_decay_ends_inside_the_budget(tmp_path, sudoku_data):
     # A resumed run keeps the horizon it finds in the checkpoint.
     again = train.run(c, str(tmp_path / "w"), verbose=False, clock=_FakeClock())
     assert again.step == horizon and int(again.state.horizon) == horizon
+
+
+def test_curriculum_config_is_read_and_checked():
+    from trm_jax import config as config_lib
+    from trm_jax import train
+    from trm_jax.data import pipeline as pl
+
+    c = config_lib.default_config()
+    assert train.curriculum_of(c) is None  # the reference's order by default
+    c.data.curriculum, c.data.curriculum_start, c.data.curriculum_batches = "givens", 0.5, 30
+    assert train.curriculum_of(c) == pl.Curriculum("givens", 0.5, 30)
+    c.data.curriculum = "by-rating"
+    with pytest.raises(config_lib.ConfigError, match="data.curriculum key"):
+        train.curriculum_of(c)

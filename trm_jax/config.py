@@ -46,6 +46,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     # Evaluate at most this many examples of the split (0: all), for quick runs.
     c.data.eval_max_examples = 0
+    # Easy-to-hard sampling (trm_jax.data.pipeline.Curriculum; a trm_jax extension): "none" (the
+    # reference's epoch order) or "givens" (Sudoku: most givens first); the pool starts at the
+    # curriculum_start fraction of the easiest puzzles and covers all after curriculum_batches.
+    c.data.curriculum = "none"
+    c.data.curriculum_start = 0.25
+    c.data.curriculum_batches = 400
 
     c.model = ml_collections.ConfigDict()
     # trm | trm_singlez | trm_hier6 | hrm | transformer.

@@ -92,6 +92,21 @@ def _check_data(config) -> None:
         )
 
 
+def curriculum_of(config) -> pipeline.Curriculum | None:
+    """The config's easy-to-hard sampling (``data.curriculum``), None for the reference's order.
+    Configs saved before the setting existed have none."""
+    d = config.data
+    name = d.get("curriculum", "none")
+    if name == "none":
+        return None
+    try:
+        return pipeline.Curriculum(
+            name, float(d.get("curriculum_start", 0.25)), int(d.get("curriculum_batches", 400))
+        )
+    except ValueError as e:
+        raise config_lib.ConfigError(f"data.{e}") from None
+
+
 def _restore(manager, workdir, steps: Steps, mcfg, run_meta, tcfg, verbose):
     """(state, data iterator state, latest step): resumed from the latest checkpoint, or new."""
     latest = manager.latest_step()
@@ -277,6 +292,7 @@ def _run(config, workdir, verbose, clock, t_start, stop, resume_hint) -> RunResu
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         epochs_per_iter=tcfg.eval_interval,
+        curriculum=curriculum_of(config),
     )
     if data_state:
         data.set_state(data_state)

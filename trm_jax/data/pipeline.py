@@ -23,6 +23,14 @@ the reference draws whole puzzles (variable numbers of examples, the last one tr
 group, which a per-example shuffle cannot express, and augmenting a whole batch with one set of
 index gathers is what makes it fast. ``train_iterator`` adds Grain's thread prefetch on top.
 
+Curriculum (``Curriculum``, a trm_jax extension; none by default, as the reference): instead of
+the epoch order, batch ``b`` (counted from the start of training) draws its groups uniformly from
+the easiest ``ceil(G * min(1, start + (1 - start) * b / batches))`` of the ``G`` groups, ranked by
+the curriculum's key (``givens``: Sudoku puzzles with more givens first), so the pool grows from a
+``start`` fraction to the whole split over ``batches`` batches and is uniform over every group
+after that. The draws come from the same per-batch Philox generator, so the state (the batch
+count) still resumes exactly.
+
 Test batches: sequential over all examples in global chunks; the last chunk is padded with
 inputs = pad_id, labels = -100, puzzle_identifiers = blank, ``valid`` False and
 ``example_index`` -1. Only the deterministic ``arc`` augmentation is applied to test splits.
@@ -43,6 +51,44 @@ from trm_jax.data import dataset as ds
 
 IGNORE_LABEL = -100
 _STATE_VERSION = 1
+CURRICULUM_KEYS = ("givens",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curriculum:
+    """Easy-to-hard sampling: the pool of the ``start`` fraction of easiest groups (by ``key``)
+    grows linearly to every group over the first ``batches`` training batches."""
+
+    key: str = "givens"
+    start: float = 0.25
+    batches: int = 400
+
+    def __post_init__(self):
+        if self.key not in CURRICULUM_KEYS:
+            raise ValueError(f"curriculum key must be one of {CURRICULUM_KEYS}, got {self.key!r}.")
+        if not 0.0 < self.start <= 1.0:
+            raise ValueError(f"curriculum start must be in (0, 1], got {self.start}.")
+        if self.batches < 1:
+            raise ValueError(f"curriculum batches must be >= 1, got {self.batches}.")
+
+    def pool(self, num_groups: int, batch: int) -> int:
+        """How many of the easiest groups batch ``batch`` (from 0) draws from."""
+        frac = min(1.0, self.start + (1.0 - self.start) * batch / self.batches)
+        return max(1, min(num_groups, int(np.ceil(num_groups * frac - 1e-9))))
+
+
+def easy_first(source: _Source, key: str) -> np.ndarray:
+    """Group ids from easiest to hardest by ``key`` (ties by group id). ``givens``: Sudoku
+    groups by the givens of their first example (digit tokens 2..10), most first."""
+    if key == "givens":
+        if source.kind != "sudoku":
+            raise ds.DatasetError(
+                f"{source.split.path}: curriculum 'givens' needs a Sudoku dataset."
+            )
+        first = source.puzzle_indices[source.group_indices[:-1]]
+        givens = (np.asarray(source._inputs[first]) > 1).sum(axis=1)
+        return np.lexsort((np.arange(len(givens)), -givens)).astype(np.int32)
+    raise ValueError(f"curriculum key must be one of {CURRICULUM_KEYS}, got {key!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +239,7 @@ class TrainIterator(grain.DatasetIterator):
         process_index: int,
         process_count: int,
         epochs_per_iter: int,
+        curriculum: Curriculum | None = None,
     ):
         super().__init__()
         self._src = source
@@ -210,15 +257,20 @@ class TrainIterator(grain.DatasetIterator):
         self._iteration, self._batch, self._cursor = 1, 0, 0
         self._order: np.ndarray | None = None
         self._order_iteration = -1
+        self._curriculum = curriculum
+        self._easy = easy_first(source, curriculum.key) if curriculum else None
 
     # -- state
-    def _settings(self) -> dict[str, int]:
-        return {
+    def _settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "version": _STATE_VERSION,
             "seed": self._seed,
             "global_batch_size": self._gbs,
             "epochs_per_iter": self._epochs,
         }
+        if self._curriculum:  # only then: states saved without one still match
+            out["curriculum"] = dataclasses.asdict(self._curriculum)
+        return out
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -230,7 +282,7 @@ class TrainIterator(grain.DatasetIterator):
 
     def set_state(self, state: dict[str, Any]) -> None:
         want = self._settings()
-        got = {k: state.get(k) for k in want}
+        got = {k: state.get(k) for k in (*want, "curriculum") if k in want or k in state}
         if got != want:
             raise ValueError(f"iterator state {got} belongs to another pipeline (expected {want}).")
         self._iteration = int(state["iteration"])
@@ -238,7 +290,12 @@ class TrainIterator(grain.DatasetIterator):
         self._cursor = int(state["cursor"])
 
     # -- sampling
-    def _group_order(self, iteration: int) -> np.ndarray:
+    def _group_order(self, iteration: int, rng: np.random.Generator) -> np.ndarray:
+        if self._curriculum:
+            # One batch's order: the current pool in random order, repeated to fill the batch.
+            k = self._curriculum.pool(self._src.num_groups, self._batch)
+            reps = -(-self._gbs // k)
+            return np.concatenate([self._easy[rng.permutation(k)] for _ in range(reps)])
         if self._order_iteration != iteration:
             rng = np.random.Generator(np.random.Philox(self._seed + iteration))
             g = self._src.num_groups
@@ -251,7 +308,9 @@ class TrainIterator(grain.DatasetIterator):
 
     def _fill(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(example ids, puzzle ids, new cursor) of the next global batch, or None at the end."""
-        src, order, cursor = self._src, self._group_order(self._iteration), self._cursor
+        src, order, cursor = self._src, self._group_order(self._iteration, rng), self._cursor
+        if self._curriculum:
+            cursor = 0
         gi, pi = src.group_indices, src.puzzle_indices
         examples, puzzles = [], []
         space = self._gbs
@@ -288,7 +347,8 @@ class TrainIterator(grain.DatasetIterator):
                     f"({self._epochs} epoch(s)); use a smaller batch or more epochs_per_iter."
                 )
             self._iteration, self._batch, self._cursor = self._iteration + 1, 0, 0
-        examples, puzzles, self._cursor = filled
+        examples, puzzles, cursor = filled
+        self._cursor = 0 if self._curriculum else cursor
         self._batch += 1
 
         src = self._src
@@ -328,6 +388,7 @@ def train_iterator(
     split: str = "train",
     epochs_per_iter: int = 1,
     prefetch: int = 2,
+    curriculum: Curriculum | None = None,
 ) -> grain.DatasetIterator:
     """Infinite train iterator: dicts of ``inputs`` int32[B_local, L], ``labels`` int32[B_local, L]
     (-100 where ignored) and ``puzzle_identifiers`` int32[B_local].
@@ -335,6 +396,7 @@ def train_iterator(
     ``epochs_per_iter`` is the reference's iteration length (its ``eval_interval``): the short
     batch at the end of each iteration is dropped. ``prefetch`` batches are prepared in a
     background thread (0: none). ``get_state()`` / ``set_state()`` save and restore the position.
+    ``curriculum``: easy-to-hard sampling (module docstring) instead of the epoch order.
     """
     dataset: grain.IterDataset = TrainDataset(
         data_dir,
@@ -344,6 +406,7 @@ def train_iterator(
         process_index=process_index,
         process_count=process_count,
         epochs_per_iter=epochs_per_iter,
+        curriculum=curriculum,
     )
     if prefetch > 0:
         dataset = grain.experimental.ThreadPrefetchIterDataset(
