@@ -464,15 +464,15 @@ def write_dataset(
     test_groups: list[_Group] = []
     test_puzzles: dict = {}
     not_full = 0
-    seen_pids: set[str] = set()
+    seen_pids: dict[str, str] = {}
     for subset, puzzles in loaded.items():
         pids = list(puzzles)
         order = _rng(seed, "order", subset).permutation(len(pids))
         for k, j in enumerate(order):
             p = puzzles[pids[j]]
-            if p.pid in seen_pids:
+            if seen_pids.get(p.pid, subset) != subset:
                 log(f"[arc] warning: puzzle {p.pid} appears in more than one subset.")
-            seen_pids.add(p.pid)
+            seen_pids[p.pid] = subset
             rng = _rng(seed, "puzzle", subset, p.pid)
             tids, perms, full = sample_versions(p, num_aug, rng)
             if not full:
@@ -483,7 +483,7 @@ def write_dataset(
             train_pairs = p.train if is_test else p.train + p.test
             offsets = sample_translations(train_pairs, tids, rng, canvas)
             train_groups.append(_Group(p, train_pairs, names, tids, perms, offsets))
-            if is_test:
+            if is_test and p.test:  # a chunk of demonstrations only (build-generated --chunk)
                 zero = np.zeros((len(tids), len(p.test), 2), np.uint8)
                 test_groups.append(_Group(p, p.test, names, tids, perms, zero))
                 test_puzzles[p.pid] = {

@@ -181,6 +181,7 @@ def build_generated(
     test_inputs: int = 2,
     num_aug: int = 3,
     difficulty: float = 0.2,
+    chunk: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Generates the benchmark into ``out`` (replaced atomically); returns a summary dict."""
@@ -194,6 +195,8 @@ def build_generated(
     ):
         if v < lo:
             raise arc.BuildError(f"{name} must be >= {lo}, got {v}.")
+    if chunk < 0:
+        raise arc.BuildError(f"--chunk must be >= 0 (0: all demonstrations together), got {chunk}.")
     if not 0.0 < difficulty <= 1.0:
         raise arc.BuildError(f"--difficulty must be in (0, 1], got {difficulty}.")
     if not tasks:
@@ -227,6 +230,21 @@ def build_generated(
 
     train_tasks = make(tasks, "train", demos)
     heldout_tasks = make(heldout, "heldout", heldout_demos)
+    # The dataset's training puzzles: each task whole, or cut into chunks of `chunk` pairs, each
+    # its own group (the sampler takes one group's pairs together) under the task's one set of
+    # versions and embedding rows; the test inputs stay with the first chunk.
+    dataset_tasks = dict(train_tasks)
+    if chunk:
+        dataset_tasks = {}
+        for t, p in train_tasks.items():
+            for k in range(0, len(p.train), chunk):
+                key = t if k == 0 else f"{t}#{k // chunk}"
+                dataset_tasks[key] = arc.ArcPuzzle(
+                    pid=t,
+                    subset=SUBSET,
+                    train=p.train[k : k + chunk],
+                    test=p.test if k == 0 else [],
+                )
     log(f"[arc-gen] generated {len(train_tasks)} training and {len(heldout_tasks)} held-out tasks")
     h_chal, h_sol = _kaggle(heldout_tasks)
     t_chal, t_sol = _kaggle(train_tasks)
@@ -247,9 +265,11 @@ def build_generated(
         "test_set": SUBSET,
         "materialized": False,
     }
+    if chunk:
+        build_info["chunk"] = chunk
     summary = arc.write_dataset(
         out,
-        {SUBSET: train_tasks},
+        {SUBSET: dataset_tasks},
         test_set=SUBSET,
         num_aug=num_aug,
         seed=seed,
@@ -286,6 +306,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--difficulty", type=float, default=0.2, help="RE-ARC difficulty upper bound (0, 1]"
     )
     g.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help="cut each training task's pairs into groups of N (0: one group per task)",
+    )
+    g.add_argument(
         "--overwrite", action="store_true", help="replace --out if it already holds a dataset"
     )
 
@@ -303,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
             test_inputs=args.test_inputs,
             num_aug=args.num_aug,
             difficulty=args.difficulty,
+            chunk=args.chunk,
         )
     except (arc.BuildError, ds.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)

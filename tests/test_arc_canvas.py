@@ -219,6 +219,28 @@ def test_build_generated_layout_and_determinism(tmp_path):
     assert sorted(tp) == ["67a3c6ac", "c8f0f002"] and all(len(t["test"]) == 2 for t in tp.values())
 
 
+def test_build_generated_chunks_share_the_task_rows(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    kw = dict(canvas=8, tasks=["c8f0f002", "67a3c6ac"], heldout=[], demos=6, test_inputs=1)
+    whole = gen.build_generated(tmp_path / "w", seed=1, num_aug=1, log=lambda _: None, **kw)
+    cut = gen.build_generated(tmp_path / "c", seed=1, num_aug=1, chunk=2, log=lambda _: None, **kw)
+    # Same pairs, same versions and rows; 3 groups of 2 pairs per task instead of 1 of 6.
+    assert whole["train"] == {"groups": 2, "examples": 2 * 2 * 6}
+    assert cut["train"] == {"groups": 6, "examples": 2 * 2 * 6}
+    assert cut["test"] == whole["test"] == {"groups": 2, "examples": 2 * 2 * 1}
+    assert ds.load_identifiers(tmp_path / "c") == ds.load_identifiers(tmp_path / "w")
+    split = ds.load_split(tmp_path / "c", "train")
+    ids = np.asarray(split.extra["aug_puzzle_identifiers"])
+    assert len(ids) == 12 and len(set(ids.tolist())) == 4  # 6 groups x 2 versions, 4 rows
+    assert (
+        json.loads((tmp_path / "c" / "train" / "dataset.json").read_text())["arc_build"]["chunk"]
+        == 2
+    )
+    for bad in (-1,):
+        with pytest.raises(arc.BuildError, match="--chunk"):
+            gen.build_generated(tmp_path / "x", seed=1, chunk=bad, log=lambda _: None, **kw)
+
+
 def test_build_generated_without_the_library(tmp_path, monkeypatch, capsys):
     for mod in [m for m in sys.modules if m == "reasoning_gym" or m.startswith("reasoning_gym.")]:
         monkeypatch.delitem(sys.modules, mod)
