@@ -247,3 +247,25 @@ def test_puzzle_emb_init_std_draws_rows_but_keeps_the_blank_row_and_the_paramete
     assert not drawn[0].any() and np.all(drawn[1:] != 0)
     assert 0.2 < drawn[1:].std() < 1.0
     assert _same_bits(states[0].params, states[1].params)
+
+
+def test_num_aug_sets_the_versions_and_rows_per_task(tiny, tmp_path):
+    tasks = _tasks_file(tmp_path / "tasks.json", n_tasks=2)
+    rows = {}
+    for n in (0, 2):
+        opts = adapt.Options(mode="full", steps=0, batch_size=8, num_aug=n, quiet=True)
+        out = tmp_path / f"a{n}"
+        rows[n] = adapt.adapt(str(tiny["workdir"]), str(tmp_path / "tasks.json"), str(out), opts)[
+            "new_rows"
+        ]
+        names = ds.load_identifiers(out / adapt.DATA_DIR)
+        assert {adapt.arc_name(x) for x in names[-rows[n] :]} == set(tasks)
+    assert rows[0] == len(tasks)  # the originals only
+    assert rows[2] == 3 * len(tasks)  # the original and two augmented versions each
+    with pytest.raises(adapt.AdaptError, match="--num-aug"):
+        adapt.adapt(
+            str(tiny["workdir"]),
+            str(tmp_path / "tasks.json"),
+            str(tmp_path / "bad"),
+            adapt.Options(steps=0, num_aug=-1, quiet=True),
+        )

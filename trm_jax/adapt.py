@@ -108,6 +108,7 @@ class Options:
     warmup_steps: int | None = None  # None: the run's, at most a tenth of --steps
     checkpoint_every: int = 0  # 0: about ten checkpoints over --steps
     batch_size: int | None = None  # None: the run's global batch
+    num_aug: int | None = None  # None: the run's dataset's augmented versions per task
     quiet: bool = False
 
 
@@ -116,7 +117,12 @@ def _settings(run: RunInfo, tasks_digest: str, opts: Options) -> dict:
         "run": str(run.info.workdir),
         "run_step": run.info.step,
         "tasks_sha256": tasks_digest,
-        "options": dataclasses.asdict(opts) | {"quiet": None},
+        # num_aug only when given: adaptations started before the option resume unchanged.
+        "options": {
+            k: v
+            for k, v in (dataclasses.asdict(opts) | {"quiet": None}).items()
+            if not (k == "num_aug" and v is None)
+        },
     }
 
 
@@ -222,8 +228,9 @@ def _initial_checkpoint(config, run: RunInfo, out: Path) -> None:
     manager.close()
 
 
-def _build_data(run: RunInfo, tasks: Tasks, out: Path) -> None:
-    """Writes ``out/data``: the tasks' versions, numbered after the run's identifiers."""
+def _build_data(run: RunInfo, tasks: Tasks, out: Path, num_aug: int | None = None) -> None:
+    """Writes ``out/data``: the tasks' versions (the run's ``num_aug`` per task unless given),
+    numbered after the run's identifiers."""
     from data_gen import arc
 
     collide = sorted(set(tasks.puzzles) & {arc_name(n) for n in run.identifiers})
@@ -236,10 +243,13 @@ def _build_data(run: RunInfo, tasks: Tasks, out: Path) -> None:
         out / DATA_DIR,
         {SUBSET: tasks.puzzles},
         test_set=SUBSET,
-        num_aug=run.num_aug,
+        num_aug=run.num_aug if num_aug is None else num_aug,
         seed=run.seed,
         canvas=run.canvas,
-        build_info={"adapted_from": str(run.info.workdir), "num_aug": run.num_aug},
+        build_info={
+            "adapted_from": str(run.info.workdir),
+            "num_aug": run.num_aug if num_aug is None else num_aug,
+        },
         extra_files={"test_puzzles.json": tasks.test_puzzles},
         base_identifiers=run.identifiers,
         log=lambda _: None,
@@ -263,6 +273,8 @@ def adapt(
         raise AdaptError(f"--mode must be one of {', '.join(MODES)}, got {opts.mode!r}.")
     if opts.steps is not None and opts.steps < 0:
         raise AdaptError(f"--steps must be >= 0, got {opts.steps}.")
+    if opts.num_aug is not None and opts.num_aug < 0:
+        raise AdaptError(f"--num-aug must be >= 0, got {opts.num_aug}.")
     if opts.steps is None and not opts.time_budget_s > 0:
         raise AdaptError("give --steps N or a positive --time-budget-s S.")
     run = read_run(workdir, step)
@@ -284,7 +296,7 @@ def adapt(
     out_p.mkdir(parents=True, exist_ok=True)
     say = (lambda _: None) if opts.quiet else (lambda m: print(m, flush=True))
     if not (out_p / DATA_DIR / "test" / "dataset.json").is_file():
-        _build_data(run, tasks, out_p)
+        _build_data(run, tasks, out_p, opts.num_aug)
     from trm_jax.data import pipeline
 
     meta = pipeline.load_metadata(str(out_p / DATA_DIR), "train")
@@ -382,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint-every", type=int, default=0, help="default: steps / 10")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    p.add_argument(
+        "--num-aug",
+        type=int,
+        default=None,
+        help="augmented versions per task, each with its own new row (default: the run's)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -397,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=args.warmup_steps,
         checkpoint_every=args.checkpoint_every,
         batch_size=args.batch_size,
+        num_aug=args.num_aug,
         quiet=args.quiet,
     )
     from trm_jax.train_cli import BAD_INPUT
