@@ -1,22 +1,22 @@
 """The ARC attention model (configs/arc1_att.py) shrunk to 2 CPU cores, on the generated benchmark.
 
 Data (reasoning-gym's RE-ARC generators, needs the arc extra: pip install 'trm_jax[arc]'):
-    python -m data_gen.arc build-generated --out data/arc-gen10 --canvas 10 --seed 0
-    (28 training tasks x 8 demonstration pairs + 2 test inputs, 3 augmented versions each;
-    8 held-out tasks in data/arc-gen10/heldout_{challenges,solutions}.json; 10x10 canvas, so
-    sequences are 100 tokens + 4 puzzle-embedding positions.)
+    python -m data_gen.arc build-generated --out data/arc-gen8 --seed 0
+    (the defaults: 10 training tasks x 64 demonstration pairs in groups of 8 + 2 test inputs, one
+    augmented version each; 5 held-out tasks in data/arc-gen8/heldout_{challenges,solutions}.json;
+    8x8 canvas, so sequences are 64 tokens + 4 puzzle-embedding positions.)
 Train (13 minutes, then the final evaluation with ARC/pass@2 on the training tasks' test inputs):
     python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu
 Evaluate again (voting over the test inputs' versions):
     python -m trm_jax.evaluate --workdir=runs/arc-cpu
 Adapt to the held-out tasks (new embedding rows; --mode full also tunes the network) and score:
-    python -m trm_jax.adapt --workdir runs/arc-cpu --tasks data/arc-gen10/heldout_challenges.json \
-        --solutions data/arc-gen10/heldout_solutions.json --out runs/arc-cpu-adapt-emb \
+    python -m trm_jax.adapt --workdir runs/arc-cpu --tasks data/arc-gen8/heldout_challenges.json \
+        --solutions data/arc-gen8/heldout_solutions.json --out runs/arc-cpu-adapt-emb \
         --mode embedding --steps 300
     (--steps 0: the blank-embedding baseline; DIR/submission.json is the Kaggle submission.)
-Short step-limited check:
-    python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu-short \
-        --config.train.max_steps=200 --config.train.lr_decay_end=steps --config.train.time_budget_s=0
+Step-limited, as measured in docs/arc-adaptation.md (4,000 steps):
+    python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu-4k \
+        --config.train.max_steps=4000 --config.train.lr_decay_end=steps --config.train.time_budget_s=0
 
 Hardware: 2 CPU cores (AMD EPYC, avx512_bf16, no AMX). 132,738 parameters. What each setting is
 for, the measured runs and the adaptation numbers: docs/arc-adaptation.md.
@@ -30,11 +30,11 @@ from trm_jax.config import config_module
 def get_config():
     base = config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "arc1_att.py"))
     c = base.get_config()
-    c.data.path = "data/arc-gen10"
-    # 4 versions of 8 examples per batch (the sampler takes a version's examples together):
-    # twice the optimizer steps of batch 64 in the same time, which matters more this early.
+    c.data.path = "data/arc-gen8"
+    # 4 groups of 8 pairs per batch (the sampler takes a group's pairs together): twice the
+    # optimizer steps of batch 64 in the same time, which matters more this early.
     c.data.global_batch_size = 32
-    c.data.eval_global_batch_size = 224  # the whole test split (28 tasks x 2 x 4 versions)
+    c.data.eval_global_batch_size = 40  # the whole test split (10 tasks x 2 inputs x 2 versions)
 
     # Attention with RoPE as arc1_att, at an eighth of the width (~0.14M parameters): on the
     # shared 2 cores width 128 ran 1.35 s/step at batch 32, too few steps for 13 minutes.
@@ -59,11 +59,11 @@ def get_config():
     # copy-the-input level (docs/arc-adaptation.md section 4).
     c.model.halt_max_steps = 2
 
-    # 224 training examples per epoch (28 tasks x 8 pairs) = 7 steps; the time budget ends
-    # the run long before 400 epochs (one evaluation half-way through the epochs, i.e. only
-    # the final one inside the budget; step-limited runs evaluate half-way and at the end).
-    c.train.epochs = 400
-    c.train.eval_interval = 200
+    # 1,280 training examples per epoch (10 tasks x 64 pairs x 2 versions) = 40 steps; the time
+    # budget ends the run long before 1,000 epochs. Ten evaluations over the epochs (every 4,000
+    # steps), and one at the end of the budget; step-limited runs evaluate every tenth of theirs.
+    c.train.epochs = 1000
+    c.train.eval_interval = 100
     # arc1_att's 1e-4 needs ~10^5 steps; a few hundred need 30x more (as configs/sudoku_cpu.py).
     c.train.lr = 3e-3
     c.train.lr_warmup_steps = 50
