@@ -201,6 +201,7 @@ def build_generated(
     demos: int = DEFAULT_DEMOS,
     heldout_demos: int = 4,
     test_inputs: int = 2,
+    heldout_test_inputs: int | None = None,
     num_aug: int = DEFAULT_NUM_AUG,
     difficulty: float = 0.2,
     chunk: int = DEFAULT_CHUNK,
@@ -214,6 +215,11 @@ def build_generated(
         ("--demos", demos, 1),
         ("--heldout-demos", heldout_demos, 1),
         ("--test-inputs", test_inputs, 1),
+        (
+            "--heldout-test-inputs",
+            test_inputs if heldout_test_inputs is None else heldout_test_inputs,
+            1,
+        ),
     ):
         if v < lo:
             raise arc.BuildError(f"{name} must be >= {lo}, got {v}.")
@@ -239,19 +245,20 @@ def build_generated(
             f"to {PINNED_VERSION}, so a build may differ."
         )
 
-    def make(task_ids: list[str], role: str, n_demo: int) -> dict[str, arc.ArcPuzzle]:
+    def make(task_ids: list[str], role: str, n_demo: int, n_test: int) -> dict[str, arc.ArcPuzzle]:
         puzzles = {}
         for t in task_ids:
             pairs = generate_task(
-                generators[t], t, n_demo + test_inputs, _task_rng(seed, t, role), canvas, difficulty
+                generators[t], t, n_demo + n_test, _task_rng(seed, t, role), canvas, difficulty
             )
             puzzles[t] = arc.ArcPuzzle(
                 pid=t, subset=SUBSET, train=pairs[:n_demo], test=pairs[n_demo:]
             )
         return puzzles
 
-    train_tasks = make(tasks, "train", demos)
-    heldout_tasks = make(heldout, "heldout", heldout_demos)
+    n_heldout_test = test_inputs if heldout_test_inputs is None else heldout_test_inputs
+    train_tasks = make(tasks, "train", demos, test_inputs)
+    heldout_tasks = make(heldout, "heldout", heldout_demos, n_heldout_test)
     # The dataset's training puzzles: each task whole, or cut into chunks of `chunk` pairs, each
     # its own group (the sampler takes one group's pairs together) under the task's one set of
     # versions and embedding rows; the test inputs stay with the first chunk.
@@ -289,6 +296,8 @@ def build_generated(
     }
     if chunk:
         build_info["chunk"] = chunk
+    if n_heldout_test != test_inputs:
+        build_info["heldout_test_inputs"] = n_heldout_test
     summary = arc.write_dataset(
         out,
         {SUBSET: dataset_tasks},
@@ -324,7 +333,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--demos", type=int, default=DEFAULT_DEMOS, help="demonstration pairs per training task"
     )
     g.add_argument("--heldout-demos", type=int, default=4, help="pairs per held-out task")
-    g.add_argument("--test-inputs", type=int, default=2, help="test pairs per task")
+    g.add_argument("--test-inputs", type=int, default=2, help="test pairs per training task")
+    g.add_argument(
+        "--heldout-test-inputs",
+        type=int,
+        default=None,
+        help="test pairs per held-out task (default: --test-inputs)",
+    )
     g.add_argument(
         "--num-aug", type=int, default=DEFAULT_NUM_AUG, help="augmented versions per training task"
     )
@@ -353,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
             demos=args.demos,
             heldout_demos=args.heldout_demos,
             test_inputs=args.test_inputs,
+            heldout_test_inputs=args.heldout_test_inputs,
             num_aug=args.num_aug,
             difficulty=args.difficulty,
             chunk=args.chunk,

@@ -241,6 +241,20 @@ def test_build_generated_chunks_share_the_task_rows(tmp_path):
             gen.build_generated(tmp_path / "x", seed=1, chunk=bad, log=lambda _: None, **kw)
 
 
+def test_heldout_test_inputs_leave_the_training_data_unchanged(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    kw = dict(canvas=8, tasks=["c8f0f002"], heldout=["b1948b0a"], demos=4, num_aug=1)
+    gen.build_generated(tmp_path / "a", seed=2, log=lambda _: None, **kw)
+    gen.build_generated(tmp_path / "b", seed=2, heldout_test_inputs=5, log=lambda _: None, **kw)
+    for split in ("train", "test"):
+        for f in sorted((tmp_path / "a" / split).glob("*.npy")):
+            assert f.read_bytes() == (tmp_path / "b" / split / f.name).read_bytes(), f
+    sol_a = json.loads((tmp_path / "a" / "heldout_solutions.json").read_text())
+    sol_b = json.loads((tmp_path / "b" / "heldout_solutions.json").read_text())
+    assert len(sol_a["b1948b0a"]) == 2 and len(sol_b["b1948b0a"]) == 5
+    assert sol_b["b1948b0a"][:2] == sol_a["b1948b0a"]  # the same first draws
+
+
 def test_build_generated_without_the_library(tmp_path, monkeypatch, capsys):
     for mod in [m for m in sys.modules if m == "reasoning_gym" or m.startswith("reasoning_gym.")]:
         monkeypatch.delitem(sys.modules, mod)
