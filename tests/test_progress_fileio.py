@@ -76,8 +76,8 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_train_bar_total_and_eta_come_from_the_time_budget():
-    """The bar `make train-cpu` shows: configs/sudoku_cpu.py's 780 s budget, 937 steps of work
-    (60 epochs of 1,000 puzzles in batches of 64), 100 steps done after 120 s."""
+    """The bar `make train-cpu` shows: configs/sudoku_cpu.py's 780 s budget, 1,875 steps of work
+    (120 epochs of 1,000 puzzles in batches of 64), 100 steps done after 120 s."""
     from configs import sudoku_cpu
     from trm_jax import train
 
@@ -88,12 +88,12 @@ def test_train_bar_total_and_eta_come_from_the_time_budget():
     clock.t = 120.0
     line = bar.line(100)
     # 100 steps / 120 s leave room for 550 more in the 660 s left: 650 in all, 11 minutes.
-    assert total == 937 and "100/650 steps (15%)" in line and "eta 11.0m" in line, line
+    assert total == 1875 and "100/650 steps (15%)" in line and "eta 11.0m" in line, line
     clock.t = 780.0
     assert "100/100 steps (100%)" in bar.line(100) and "eta 0s" in bar.line(100)
     # Without a budget: the work, at the measured rate.
     free = train.train_progress(total, 0, 0.0, True, clock, 0.0)
     clock.t = 120.0
-    assert "100/937 steps (11%)" in free.line(100) and "eta 16.7m" in free.line(100)
+    assert "100/1875 steps (5%)" in free.line(100) and "eta 35.5m" in free.line(100)
     # Fast enough to finish the work inside the budget: the total stays the work.
-    assert "900/937 steps" in bar.line(900) and "eta 5s" in bar.line(900)
+    assert "1800/1875 steps" in bar.line(1800) and "eta 5s" in bar.line(1800)
