@@ -68,7 +68,8 @@ def test_auto_forward_dtype_resolves_once_with_a_reason(units):
     dtype, why = resolve_forward_dtype("auto", backend="cpu", units="amx_bf16")
     assert (dtype, why) == ("bfloat16", "auto: CPU has amx_bf16")
     assert resolve_forward_dtype("auto", backend="cpu", units="none")[0] == "float32"
-    assert "avx512_bf16" in resolve_forward_dtype("auto", backend="cpu", units="avx512_bf16")[1]
+    dtype, why = resolve_forward_dtype("auto", backend="cpu", units="avx512_bf16")
+    assert dtype == "bfloat16" and "avx512_bf16" in why
     assert resolve_forward_dtype("float32") == ("float32", "set in the config")
     units("amx_bf16")
     cfg = ModelConfig(**TINY, forward_dtype="auto")
