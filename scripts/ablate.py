@@ -15,7 +15,7 @@ on that file trains the same model at paper size):
     hrm             HRM: two 2x-deep nets, T, n <= 2, one-step gradient (configs/sudoku_hrm.py)
     single-z        one latent (configs/sudoku_singlez.py)
     multi-z         z_H plus n latents (configs/sudoku_hier6.py)
-    multi-z-mean    multi-z with model.latent_sum = "mean" (the fix of docs/ablation-cpu.md)
+    multi-z-mean    multi-z with model.latent_sum = "mean" (configs/sudoku_hier6_mean.py)
     4-layers        2x layers, n halved (configs/sudoku_4layers.py)
     transformer     one pass of a 4x-deep attention stack per step (configs/sudoku_transformer.py)
     pseudocode-act  the paper-pseudocode deep supervision (configs/sudoku_pseudocode.py)
@@ -99,6 +99,7 @@ VARIANT_FILES = {
     "hrm": "sudoku_hrm.py",
     "single-z": "sudoku_singlez.py",
     "multi-z": "sudoku_hier6.py",
+    "multi-z-mean": "sudoku_hier6_mean.py",
     "4-layers": "sudoku_4layers.py",
     "transformer": "sudoku_transformer.py",
     "pseudocode-act": "sudoku_pseudocode.py",
@@ -134,11 +135,6 @@ def apply_variant(c, name: str):
         return c
     if name == "trm-att":
         return _trm_att(c)
-    if name == "multi-z-mean":
-        # The multi-z fix of docs/ablation-cpu.md: the latents enter as their mean, not their sum.
-        c = _config_module(VARIANT_FILES["multi-z"]).variant(c)
-        c.model.latent_sum = "mean"
-        return c
     return _config_module(VARIANT_FILES[name]).variant(c)
 
 
