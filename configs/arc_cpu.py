@@ -1,9 +1,10 @@
 """The ARC attention model (configs/arc1_att.py) shrunk to 2 CPU cores, on the generated benchmark.
 
 Data (reasoning-gym's RE-ARC generators, needs the arc extra: pip install 'trm_jax[arc]'):
-    python -m data_gen.arc build-generated --out data/arc-gen8 --seed 0
+    python -m data_gen.arc build-generated --out data/arc-gen8 --seed 0 --heldout-test-inputs 8
     (the defaults: 10 training tasks x 64 demonstration pairs in groups of 8 + 2 test inputs, one
-    augmented version each; 5 held-out tasks in data/arc-gen8/heldout_{challenges,solutions}.json;
+    augmented version each; 5 held-out tasks with 8 test inputs each in
+    data/arc-gen8/heldout_{challenges,solutions}.json;
     8x8 canvas, so sequences are 64 tokens + 4 puzzle-embedding positions.)
 Train (13 minutes, then the final evaluation with ARC/pass@2 on the training tasks' test inputs):
     python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu
@@ -11,9 +12,10 @@ Evaluate again (voting over the test inputs' versions):
     python -m trm_jax.evaluate --workdir=runs/arc-cpu
 Adapt to the held-out tasks (new embedding rows; --mode full also tunes the network) and score:
     python -m trm_jax.adapt --workdir runs/arc-cpu --tasks data/arc-gen8/heldout_challenges.json \
-        --solutions data/arc-gen8/heldout_solutions.json --out runs/arc-cpu-adapt-emb \
-        --mode embedding --steps 300
-    (--steps 0: the blank-embedding baseline; DIR/submission.json is the Kaggle submission.)
+        --solutions data/arc-gen8/heldout_solutions.json --out runs/arc-cpu-adapt \
+        --mode full --steps 1000
+    (--mode embedding: the rows only; --steps 0: the blank-embedding baseline;
+    DIR/submission.json is the Kaggle submission.)
 Step-limited, as measured in docs/arc-adaptation.md (4,000 steps):
     python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu-4k \
         --config.train.max_steps=4000 --config.train.lr_decay_end=steps --config.train.time_budget_s=0
