@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,32 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _make_pool(workers: int):
+    """A forkserver pool whose start-up a Ctrl-C cannot cut in half: a SIGINT that arrives while
+    the server and workers start is held until the pool exists, which is then stopped before the
+    KeyboardInterrupt is raised (a half-built pool can keep the interpreter from exiting)."""
+    ctx = multiprocessing.get_context("forkserver")
+    if threading.current_thread() is not threading.main_thread():
+        return ctx.Pool(workers, initializer=_ignore_sigint)
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    # Blocked, not only caught: the forkserver and its workers inherit the mask, so a Ctrl-C
+    # sent to the process group cannot kill the server half-way through its start either.
+    blocking = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocking else None
+    try:
+        pool = ctx.Pool(workers, initializer=_ignore_sigint)
+    finally:
+        if blocking:  # a SIGINT held meanwhile reaches the handler above before this returns
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        pool.terminate()
+        pool.join()
+        raise KeyboardInterrupt
+    return pool
+
+
 def _generate_task(args: tuple[Callable, int, int, Any]) -> tuple | str:
     generate_one, seed, index, spec = args
     try:
@@ -181,11 +208,7 @@ def generate_many(
     seen: set = set()
     next_index = 0
     progress = Progress(f"{what}: generated", count, enabled=not quiet, every=2.0)
-    pool = (
-        multiprocessing.get_context("forkserver").Pool(workers, initializer=_ignore_sigint)
-        if workers > 1
-        else None
-    )
+    pool = _make_pool(workers) if workers > 1 else None
     try:
         while len(out) < count:
             need = count - len(out)
