@@ -90,6 +90,11 @@ def test_out_under_a_file_is_refused_before_generating(tmp_path, capsys):
     assert f.read_text() == "x"
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_givens_17_says_what_it_does_and_stops_cleanly_on_ctrl_c(tmp_path):
     out = tmp_path / "hard"
     proc = subprocess.Popen(
@@ -100,6 +105,7 @@ def test_givens_17_says_what_it_does_and_stops_cleanly_on_ctrl_c(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        preexec_fn=_default_sigint,  # as from a terminal, whatever earlier tests did to ours
     )
     watchdog = threading.Timer(120, proc.kill)  # a build that says nothing must not hang here
     watchdog.start()
