@@ -33,9 +33,8 @@ def get_config():
     c.model.H_cycles = 2
     c.model.L_cycles = 2
     # bfloat16 where the machine multiplies it fast (GPUs, TPUs, CPUs with AMX-BF16 or
-    # AVX512-BF16), float32 elsewhere; the run prints which and why. Same budget on a Zen 5 EPYC
-    # (avx512_bf16): bfloat16 1,278 steps, 88.6% held out; float32 1,149 steps, 89.8% and (seed
-    # 1) 86.6% -- bfloat16 learns as well and steps 10% faster there (docs/main-job.md).
+    # AVX512-BF16), float32 elsewhere; the run prints which and why. bfloat16 learns as well as
+    # float32 on this job and steps faster on AVX512-BF16 (docs/main-job.md, "bf16 against float32").
     c.model.forward_dtype = "auto"
     # Recompute each graded net application in the backward pass: less memory traffic, faster.
     c.model.remat = "full"

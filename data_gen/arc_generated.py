@@ -210,16 +210,13 @@ def build_generated(
     """Generates the benchmark into ``out`` (replaced atomically); returns a summary dict."""
     tasks = list(DEFAULT_TASKS if tasks is None else tasks)
     heldout = list(DEFAULT_HELDOUT if heldout is None else heldout)
+    n_heldout_test = test_inputs if heldout_test_inputs is None else heldout_test_inputs
     arc.check_build_args(num_aug, canvas)
     for name, v, lo in (
         ("--demos", demos, 1),
         ("--heldout-demos", heldout_demos, 1),
         ("--test-inputs", test_inputs, 1),
-        (
-            "--heldout-test-inputs",
-            test_inputs if heldout_test_inputs is None else heldout_test_inputs,
-            1,
-        ),
+        ("--heldout-test-inputs", n_heldout_test, 1),
     ):
         if v < lo:
             raise arc.BuildError(f"{name} must be >= {lo}, got {v}.")
@@ -256,7 +253,6 @@ def build_generated(
             )
         return puzzles
 
-    n_heldout_test = test_inputs if heldout_test_inputs is None else heldout_test_inputs
     train_tasks = make(tasks, "train", demos, test_inputs)
     heldout_tasks = make(heldout, "heldout", heldout_demos, n_heldout_test)
     # The dataset's training puzzles: each task whole, or cut into chunks of `chunk` pairs, each

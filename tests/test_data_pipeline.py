@@ -63,12 +63,14 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def _sudoku_dataset(root, n=40):
+def _solved_grids(n):
+    """``n`` copies of one solved Sudoku grid as tokens (digit d -> d + 1)."""
     r, c = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
-    base = ((r * 3 + r // 3 + c) % 9 + 1).reshape(-1)
-    rng = np.random.default_rng(0)
-    labels = np.tile(base + 1, (n, 1))
-    inputs = np.where(rng.random((n, 81)) < 0.6, 1, labels)
+    return np.tile(((r * 3 + r // 3 + c) % 9 + 1).reshape(-1) + 1, (n, 1))
+
+
+def _write_sudoku(root, inputs, labels):
+    n = len(inputs)
     ds.write_split(
         root,
         "train",
@@ -83,6 +85,12 @@ def _sudoku_dataset(root, n=40):
         task="sudoku",
         augmentation={"kind": "sudoku"},
     )
+
+
+def _sudoku_dataset(root, n=40):
+    labels = _solved_grids(n)
+    inputs = np.where(np.random.default_rng(0).random((n, 81)) < 0.6, 1, labels)
+    _write_sudoku(root, inputs, labels)
     return inputs, labels
 
 
@@ -363,26 +371,12 @@ def test_arc_train_batches_are_translated_augmented_versions(tmp_path):
 
 
 def _sudoku_by_givens(root, n=40):
-    """Puzzle i has 80 - i givens (one solution grid, i cells blanked)."""
-    r, c = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
-    labels = np.tile(((r * 3 + r // 3 + c) % 9 + 1).reshape(-1) + 1, (n, 1))
+    """Puzzle i has 80 - i givens (one solution grid, i + 1 cells blanked)."""
+    labels = _solved_grids(n)
     inputs = labels.copy()
     for i in range(n):
-        inputs[i, : i + 1] = 1  # i + 1 blanks: 80 - i givens
-    ds.write_split(
-        root,
-        "train",
-        inputs=inputs,
-        labels=labels,
-        puzzle_identifiers=np.zeros(n, np.int32),
-        puzzle_indices=np.arange(n + 1),
-        group_indices=np.arange(n + 1),
-        vocab_size=11,
-        seq_len=81,
-        num_puzzle_identifiers=1,
-        task="sudoku",
-        augmentation={"kind": "sudoku"},
-    )
+        inputs[i, : i + 1] = 1
+    _write_sudoku(root, inputs, labels)
 
 
 def test_givens_curriculum_grows_from_easiest_to_all(tmp_path):

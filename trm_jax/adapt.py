@@ -239,17 +239,15 @@ def _build_data(run: RunInfo, tasks: Tasks, out: Path, num_aug: int | None = Non
             f"task {collide[0]} is already one of the run's puzzles ({run.info.dataset}/"
             "identifiers.json); adapt takes tasks the run was not trained on."
         )
+    num_aug = run.num_aug if num_aug is None else num_aug
     arc.write_dataset(
         out / DATA_DIR,
         {SUBSET: tasks.puzzles},
         test_set=SUBSET,
-        num_aug=run.num_aug if num_aug is None else num_aug,
+        num_aug=num_aug,
         seed=run.seed,
         canvas=run.canvas,
-        build_info={
-            "adapted_from": str(run.info.workdir),
-            "num_aug": run.num_aug if num_aug is None else num_aug,
-        },
+        build_info={"adapted_from": str(run.info.workdir), "num_aug": num_aug},
         extra_files={"test_puzzles.json": tasks.test_puzzles},
         base_identifiers=run.identifiers,
         log=lambda _: None,

@@ -99,10 +99,13 @@ def curriculum_of(config) -> pipeline.Curriculum | None:
     name = d.get("curriculum", "none")
     if name == "none":
         return None
-    try:
-        return pipeline.Curriculum(
-            name, float(d.get("curriculum_start", 0.25)), int(d.get("curriculum_batches", 400))
-        )
+    try:  # fields a config lacks keep Curriculum's defaults
+        given = {
+            k: t(d[f"curriculum_{k}"])
+            for k, t in (("start", float), ("batches", int))
+            if f"curriculum_{k}" in d
+        }
+        return pipeline.Curriculum(name, **given)
     except ValueError as e:
         raise config_lib.ConfigError(f"data.{e}") from None
 

@@ -308,9 +308,8 @@ class TrainIterator(grain.DatasetIterator):
 
     def _fill(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(example ids, puzzle ids, new cursor) of the next global batch, or None at the end."""
-        src, order, cursor = self._src, self._group_order(self._iteration, rng), self._cursor
-        if self._curriculum:
-            cursor = 0
+        src, order = self._src, self._group_order(self._iteration, rng)
+        cursor = 0 if self._curriculum else self._cursor  # a curriculum order is one batch's
         gi, pi = src.group_indices, src.puzzle_indices
         examples, puzzles = [], []
         space = self._gbs

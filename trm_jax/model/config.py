@@ -237,8 +237,7 @@ def resolve_forward_dtype(value: str, backend: str | None = None, units: str | N
     if units == "amx_bf16":
         return "bfloat16", "auto: CPU has amx_bf16"
     if units == "avx512_bf16":
-        # Measured on an idle 2-core Zen 5 EPYC (docs/main-job.md, "bf16 against float32"): the
-        # CPU main job's train step 0.593 s in bfloat16 against 0.660 s in float32, and the same
-        # 13-minute budget gave 1,278 against 1,149 steps at the same held-out accuracy.
+        # The faster main-job step on a 2-core Zen 5 EPYC, at the same held-out accuracy:
+        # docs/main-job.md, "bf16 against float32"; docs/performance.md.
         return "bfloat16", "auto: CPU has avx512_bf16 (its bf16 dot kernels are the faster step)"
     return "float32", "auto: CPU has no bf16 matrix units (amx_bf16, avx512_bf16)"
