@@ -6,11 +6,9 @@ Command (README; `make train-cpu` runs both lines and takes its set-up time off 
     python -m trm_jax.train --config=configs/sudoku_cpu.py --workdir=runs/sudoku-cpu
 
 Hardware: 2 CPU cores; at most 13 minutes of training, the learning-rate decay ending inside the
-budget. Measured on a 2-core AMD EPYC (Zen 5, avx512_bf16, no AMX) from a fresh clone, in
-float32: 1,149 steps, 89.8% exact on the 500 held-out puzzles of 25-45 givens (100% / 98.7% /
-88.7% / 54.2% on 40-45 / 34-39 / 28-33 / 22-27 givens), 13.4 minutes for the whole command; in
-bfloat16, which "auto" now picks there: 1,278 steps, 88.6%. Every number, the seeds and why each
-setting below: docs/main-job.md.
+budget. Expected: about 89% exact on the 500 held-out puzzles. The measured runs (accuracy by
+givens bucket, seeds, bf16 against float32, steps, wall time) and why each setting below:
+docs/main-job.md, "Session 5".
 """
 
 from trm_jax.config import default_config
