@@ -50,28 +50,24 @@ class SweepError(ValueError):
     """Sweep arguments that cannot work (one sentence)."""
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _numbers(text: str, what: str, cast, noun: str, lo: int) -> list:
     try:
-        v = [int(t) for t in text.split(",") if t.strip()]
+        v = [cast(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise SweepError(
-            f"--{what} must be a comma-separated list of integers, got {text!r}."
+            f"--{what} must be a comma-separated list of {noun}, got {text!r}."
         ) from None
-    if not v or min(v) < 1:
-        raise SweepError(f"--{what} needs integers >= 1, got {text!r}.")
+    if not v or min(v) < lo:
+        raise SweepError(f"--{what} needs {noun} >= {lo}, got {text!r}.")
     return v
+
+
+def _ints(text: str, what: str) -> list[int]:
+    return _numbers(text, what, int, "integers", 1)
 
 
 def _floats(text: str, what: str) -> list[float]:
-    try:
-        v = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SweepError(
-            f"--{what} must be a comma-separated list of numbers, got {text!r}."
-        ) from None
-    if not v or min(v) < 0:
-        raise SweepError(f"--{what} needs numbers >= 0, got {text!r}.")
-    return v
+    return _numbers(text, what, float, "numbers", 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
