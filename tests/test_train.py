@@ -298,21 +298,38 @@ def _assert_identical(a_path, b_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.fixture(scope="module")
+def straight_runs(tmp_path_factory, sudoku_data):
+    """final.npz of an uninterrupted run per deep-supervision form, made once for the module."""
+    finals = {}
+
+    def get(deep_supervision="carry"):
+        if deep_supervision not in finals:
+            workdir = tmp_path_factory.mktemp(f"straight-{deep_supervision}")
+            ov = _overrides(sudoku_data, **{"train.deep_supervision": deep_supervision})
+            straight = _drive(workdir, "plain", ov)
+            assert straight.returncode == 0, straight.stderr[-3000:]
+            finals[deep_supervision] = workdir / "final.npz"
+        return finals[deep_supervision]
+
+    return get
+
+
 @pytest.mark.parametrize("deep_supervision", ["carry", "pseudocode"])
-def test_resume_after_sigkill_is_bit_identical(tmp_path, sudoku_data, deep_supervision):
+def test_resume_after_sigkill_is_bit_identical(
+    tmp_path, sudoku_data, straight_runs, deep_supervision
+):
     # Pseudocode ACT takes several optimizer updates per batch: the loop must count batches.
     ov = _overrides(sudoku_data, **{"train.deep_supervision": deep_supervision})
-    straight = _drive(tmp_path / "straight", "plain", ov)
-    assert straight.returncode == 0, straight.stderr[-3000:]
     killed = _drive(tmp_path / "resumed", "kill_after_save=4", ov)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (tmp_path / "resumed" / "final.npz").exists()
     resumed = _drive(tmp_path / "resumed", "plain", ov)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_identical(tmp_path / "straight" / "final.npz", tmp_path / "resumed" / "final.npz")
+    _assert_identical(straight_runs(deep_supervision), tmp_path / "resumed" / "final.npz")
 
 
-def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, sudoku_data):
+def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, sudoku_data, straight_runs):
     ov = _overrides(sudoku_data)
     killed = _drive(tmp_path / "run", "kill_during_save=8", ov)
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -320,9 +337,7 @@ def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, sudoku_data
     assert "8" not in names and "4" in names, names
     resumed = _drive(tmp_path / "run", "plain", ov)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = _drive(tmp_path / "straight", "plain", ov)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    _assert_identical(tmp_path / "straight" / "final.npz", tmp_path / "run" / "final.npz")
+    _assert_identical(straight_runs(), tmp_path / "run" / "final.npz")
 
 
 def _free_port():
