@@ -269,3 +269,17 @@ def test_num_aug_sets_the_versions_and_rows_per_task(tiny, tmp_path):
             str(tmp_path / "bad"),
             adapt.Options(steps=0, num_aug=-1, quiet=True),
         )
+
+
+def test_seed_changes_the_batch_order_and_is_recorded(tiny, tmp_path):
+    _tasks_file(tmp_path / "tasks.json", n_tasks=2, seed=4)
+    weights, seeds = {}, {}
+    for name, seed in (("run", None), ("s5", 5)):
+        out = tmp_path / name
+        opts = adapt.Options(mode="full", steps=4, batch_size=8, seed=seed, quiet=True)
+        adapt.adapt(str(tiny["workdir"]), str(tmp_path / "tasks.json"), str(out), opts)
+        weights[name] = _weights(out)[1]["params"]
+        seeds[name] = json.loads((out / "config.json").read_text())["train"]["seed"]
+    run_seed = json.loads((tiny["workdir"] / "config.json").read_text())["train"]["seed"]
+    assert seeds == {"run": run_seed, "s5": 5} and run_seed != 5
+    assert not _same_bits(weights["run"], weights["s5"])

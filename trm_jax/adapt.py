@@ -109,6 +109,7 @@ class Options:
     checkpoint_every: int = 0  # 0: about ten checkpoints over --steps
     batch_size: int | None = None  # None: the run's global batch
     num_aug: int | None = None  # None: the run's dataset's augmented versions per task
+    seed: int | None = None  # None: the run's train.seed (batch order, exploration draws)
     quiet: bool = False
 
 
@@ -117,11 +118,11 @@ def _settings(run: RunInfo, tasks_digest: str, opts: Options) -> dict:
         "run": str(run.info.workdir),
         "run_step": run.info.step,
         "tasks_sha256": tasks_digest,
-        # num_aug only when given: adaptations started before the option resume unchanged.
+        # num_aug and seed only when given: adaptations started before them resume unchanged.
         "options": {
             k: v
             for k, v in (dataclasses.asdict(opts) | {"quiet": None}).items()
-            if not (k == "num_aug" and v is None)
+            if not (k in ("num_aug", "seed") and v is None)
         },
     }
 
@@ -144,6 +145,8 @@ def _config(run: RunInfo, out: Path, per_epoch: int, opts: Options):
         t.lr = float(opts.lr)
     if opts.puzzle_emb_lr is not None:
         t.puzzle_emb_lr = float(opts.puzzle_emb_lr)
+    if opts.seed is not None:
+        t.seed = int(opts.seed)
     t.freeze_network = opts.mode == "embedding"
     # The adapted weights start from the ones the run evaluates with; an average at 0.999 over a
     # few hundred steps would still be those, so the adapted run evaluates its raw weights.
@@ -398,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="augmented versions per task, each with its own new row (default: the run's)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the batch order and exploration (default: the run's train.seed)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -414,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every,
         batch_size=args.batch_size,
         num_aug=args.num_aug,
+        seed=args.seed,
         quiet=args.quiet,
     )
     from trm_jax.train_cli import BAD_INPUT
