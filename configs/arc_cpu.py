@@ -15,9 +15,9 @@ Evaluate again (voting over the test inputs' versions):
 Adapt to the held-out tasks (new embedding rows; --mode full also tunes the network) and score:
     python -m trm_jax.adapt --workdir runs/arc-cpu --tasks data/arc-gen8/heldout_challenges.json \
         --solutions data/arc-gen8/heldout_solutions.json --out runs/arc-cpu-adapt \
-        --mode full --steps 300
-    (--mode embedding: the rows only; --steps 0: the blank-embedding baseline;
-    DIR/submission.json is the Kaggle submission.)
+        --mode full --steps 300 --puzzle-emb-lr 3e-1
+    (the new rows at 30x the run's rate, the best measured; --mode embedding: the rows only;
+    --steps 0: the blank-embedding baseline; DIR/submission.json is the Kaggle submission.)
 Step-limited (for a shared machine; the screens of docs/arc-adaptation.md section 9 used 2,000):
     python -m trm_jax.train --config=configs/arc_cpu.py --workdir=runs/arc-cpu-2k \
         --config.train.max_steps=2000 --config.train.lr_decay_end=steps --config.train.time_budget_s=0
