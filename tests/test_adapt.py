@@ -283,3 +283,11 @@ def test_seed_changes_the_batch_order_and_is_recorded(tiny, tmp_path):
     run_seed = json.loads((tiny["workdir"] / "config.json").read_text())["train"]["seed"]
     assert seeds == {"run": run_seed, "s5": 5} and run_seed != 5
     assert not _same_bits(weights["run"], weights["s5"])
+
+
+def test_a_run_whose_dataset_grew_after_training_is_refused(tiny, monkeypatch):
+    run = adapt.read_run(str(tiny["workdir"]))
+    more = list(run.identifiers) + [f"rebuilt{i}" for i in range(64)]
+    monkeypatch.setattr(adapt.ds, "load_identifiers", lambda _: more)
+    with pytest.raises(adapt.AdaptError, match="rebuilt or replaced after training"):
+        adapt.read_run(str(tiny["workdir"]))

@@ -82,6 +82,13 @@ def read_run(workdir: str, step: int | None = None) -> RunInfo:
         identifiers = ds.load_identifiers(data)
     except (ValueError, OSError) as e:
         raise AdaptError(f"the run's dataset {data} cannot be read ({e}).") from None
+    rows = info.meta.get("table_rows")
+    if rows is not None and len(identifiers) > int(rows):
+        raise AdaptError(
+            f"the run's dataset {data} has {len(identifiers)} puzzle identifiers, more than the "
+            f"{rows} rows of the checkpoint's puzzle table: it was rebuilt or replaced after "
+            "training; rebuild it with the run's command or adapt another run."
+        )
     aug = meta.get("augmentation") or {}
     build = meta.get("arc_build") or {}
     num_aug = aug.get("num_aug", build.get("num_aug"))
