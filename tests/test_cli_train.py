@@ -4,7 +4,6 @@ one."""
 
 import errno
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -204,46 +203,31 @@ def _signal_overrides(data) -> list[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """An environment sharing JAX's persistent compilation cache between the runs of the signal
-    tests: the same program compiles once (the executable, so the numbers, are the same)."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
-
-
-def _drive(workdir, mode, overrides, env):
+def _drive(workdir, mode, overrides):
+    # The runs share the session's JAX compilation cache (tests/conftest.py) through os.environ.
     return subprocess.run(
         [sys.executable, DRIVER, str(workdir), mode, *overrides],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
     )
 
 
 @pytest.fixture(scope="module")
-def straight(tiny, tmp_path_factory, compile_cache):
+def straight(tiny, tmp_path_factory):
     work = tmp_path_factory.mktemp("straight") / "w"
-    res = _drive(work, "plain", _signal_overrides(tiny["data"]), compile_cache)
+    res = _drive(work, "plain", _signal_overrides(tiny["data"]))
     assert res.returncode == 0, res.stderr[-3000:]
     return np.load(work / "final.npz")
 
 
 @pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_a_signal_saves_and_the_resumed_run_is_bit_identical(
-    tiny, straight, compile_cache, tmp_path, sig, code
-):
+def test_a_signal_saves_and_the_resumed_run_is_bit_identical(tiny, straight, tmp_path, sig, code):
     at = random.randrange(1, 8)  # 8 steps; a random step boundary (shown on failure)
     ov = _signal_overrides(tiny["data"])
     work = tmp_path / "w"
-    stopped = _drive(work, f"signal_at={at}:{sig}", ov, compile_cache)
+    stopped = _drive(work, f"signal_at={at}:{sig}", ov)
     assert stopped.returncode == code, (at, stopped.stderr[-3000:])
     assert "Traceback" not in stopped.stderr
     lines = [x for x in stopped.stderr.strip().splitlines() if x.strip()]
@@ -252,7 +236,7 @@ def test_a_signal_saves_and_the_resumed_run_is_bit_identical(
     assert "resume with `python -m trm_jax.train" in lines[-1]
     assert (work / "checkpoints" / str(at)).is_dir()
     assert not (work / "final.npz").exists()
-    resumed = _drive(work, "plain", ov, compile_cache)
+    resumed = _drive(work, "plain", ov)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = np.load(work / "final.npz")
     assert sorted(final.files) == sorted(straight.files)
