@@ -53,8 +53,8 @@ def get_config():
     # of arc1_att's 15): more optimizer steps in the budget, as configs/sudoku_cpu.py.
     c.model.H_cycles = 2
     c.model.L_cycles = 2
-    # float32, as every measured run: bfloat16 ("auto" on this avx512_bf16 CPU) ran 6% more steps
-    # per second at this width (docs/arc-adaptation.md section 9), not measured for accuracy.
+    # float32, as every measured run: bfloat16 ("auto" on this avx512_bf16 CPU) was a little
+    # faster at this width but not measured for accuracy (docs/arc-adaptation.md section 9).
     c.model.forward_dtype = "float32"
     c.model.remat = "full"
     # 2 supervision steps instead of 16. With the carry form a training example stays in the
